@@ -1,0 +1,275 @@
+"""The event schema: the single source of truth for branch names, dtypes, units and feature order.
+
+Every other module (generation, I/O, loaders, models, cards, C++) reads names and orders from here.
+A ROOT file in this schema holds one TTree ``events`` with one entry per event. Each collection is a
+prefix: the branches ``<prefix>_<field>`` are jagged and share the counter ``n<prefix>`` (this is what
+uproot writes for ``ak.zip`` of per-object fields under the name ``<prefix>``).
+
+Units: GeV for energies and momenta, mm for lengths, radians for angles, phi in [-pi, pi).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+TREE_NAME = "events"
+
+
+class Process(enum.IntEnum):
+    """Value of the ``process`` event scalar: which source produced the event."""
+
+    TTBAR = 1
+    QCD = 2
+    ZLL = 3
+    GUN = 4
+    MINBIAS = 5
+    HEPMC = 6
+    EXTERNAL = 7  # read from another producer's file (e.g. Delphes) with a branch mapping
+
+
+class ClusterLayer(enum.IntEnum):
+    """Calorimeter a cluster was formed in (``clu_layer``)."""
+
+    ECAL = 1
+    HCAL = 2
+    HF = 3  # forward calorimeter, 3.0 < |eta| < 5.0, no ECAL/HCAL separation
+
+
+class ElementType(enum.IntEnum):
+    """Type of an MLPF input element (first input feature)."""
+
+    TRACK = 1
+    ECAL_CLUSTER = 2
+    HCAL_CLUSTER = 3
+    HF_CLUSTER = 4
+
+
+class TargetClass(enum.IntEnum):
+    """MLPF target class of an element slot (``tgt_cls``) and PF candidate category."""
+
+    NONE = 0
+    CHARGED_HADRON = 1
+    NEUTRAL_HADRON = 2
+    PHOTON = 3
+    ELECTRON = 4
+    MUON = 5
+
+
+# Representative |PDG id| of each target class, used for ``pf_pid`` and MLPF outputs (sign = -charge for
+# leptons, charge for hadrons, as in PDG convention).
+CLASS_PDGID = {
+    TargetClass.CHARGED_HADRON: 211,
+    TargetClass.NEUTRAL_HADRON: 130,
+    TargetClass.PHOTON: 22,
+    TargetClass.ELECTRON: 11,
+    TargetClass.MUON: 13,
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    dtype: str  # numpy dtype string
+    doc: str
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A jagged collection: branches ``<prefix>_<field>`` sharing the counter ``n<prefix>``."""
+
+    prefix: str
+    fields: tuple[Field, ...]
+    doc: str
+
+    @property
+    def counter(self) -> str:
+        return f"n{self.prefix}"
+
+    def branch(self, field: str) -> str:
+        return f"{self.prefix}_{field}"
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def branches(self) -> dict[str, np.dtype]:
+        return {self.branch(f.name): np.dtype(f.dtype) for f in self.fields}
+
+
+def _fields(*spec: tuple[str, str, str]) -> tuple[Field, ...]:
+    return tuple(Field(*s) for s in spec)
+
+
+GEN = Collection(
+    "gen",
+    _fields(
+        ("pid", "i4", "PDG id"),
+        ("charge", "i4", "electric charge in units of e"),
+        ("pt", "f4", "transverse momentum [GeV]"),
+        ("eta", "f4", "pseudorapidity"),
+        ("phi", "f4", "azimuth [rad]"),
+        ("e", "f4", "energy [GeV]"),
+        ("m", "f4", "mass [GeV]"),
+        ("vx", "f4", "production vertex x [mm]"),
+        ("vy", "f4", "production vertex y [mm]"),
+        ("vz", "f4", "production vertex z [mm]"),
+        ("is_pu", "bool", "true for particles of overlaid pile-up interactions"),
+        ("elem_idx", "i4", "MLPF target slot (index into tgt_) this particle was assigned to; -1 if invisible"),
+    ),
+    "stable (final-state) generator particles, hard scatter first, then pile-up",
+)
+
+TRK = Collection(
+    "trk",
+    _fields(
+        ("pt", "f4", "reconstructed transverse momentum [GeV]"),
+        ("pt_err", "f4", "expected absolute pT resolution [GeV]"),
+        ("eta", "f4", "pseudorapidity at the vertex"),
+        ("phi", "f4", "azimuth at the vertex [rad]"),
+        ("p", "f4", "momentum magnitude [GeV]"),
+        ("charge", "i4", "charge (+1/-1)"),
+        ("eta_calo", "f4", "eta of the helix at the ECAL front face"),
+        ("phi_calo", "f4", "phi of the helix at the ECAL front face"),
+        ("d0", "f4", "transverse impact parameter [mm]"),
+        ("z0", "f4", "longitudinal impact parameter [mm]"),
+        ("n_hits", "i4", "number of tracker hits"),
+        ("muon_stations", "i4", "number of muon stations with a matched segment"),
+        ("gen_idx", "i4", "index into gen_ of the particle that made the track (-1: none)"),
+    ),
+    "reconstructed tracks",
+)
+
+CLU = Collection(
+    "clu",
+    _fields(
+        ("layer", "i4", "ClusterLayer of the cluster"),
+        ("e", "f4", "calibrated energy [GeV]"),
+        ("et", "f4", "transverse energy [GeV]"),
+        ("eta", "f4", "energy-weighted eta"),
+        ("phi", "f4", "energy-weighted phi"),
+        ("e_ecal", "f4", "energy in ECAL cells [GeV]"),
+        ("e_hcal", "f4", "energy in HCAL cells [GeV]"),
+        ("sigma_eta", "f4", "energy-weighted RMS width in eta"),
+        ("sigma_phi", "f4", "energy-weighted RMS width in phi"),
+        ("n_cells", "i4", "number of cells"),
+        ("gen_idx", "i4", "index into gen_ of the particle that contributed most energy (-1: noise)"),
+    ),
+    "calorimeter clusters",
+)
+
+PF = Collection(
+    "pf",
+    _fields(
+        ("pid", "i4", "PDG id of the candidate type (211, 130, 22, 11, 13, signed)"),
+        ("cls", "i4", "TargetClass of the candidate"),
+        ("charge", "i4", "charge"),
+        ("pt", "f4", "transverse momentum [GeV]"),
+        ("eta", "f4", "pseudorapidity"),
+        ("phi", "f4", "azimuth [rad]"),
+        ("e", "f4", "energy [GeV]"),
+        ("trk_idx", "i4", "index into trk_ of its track (-1: neutral)"),
+        ("clu_idx", "i4", "index into clu_ of its main cluster (-1: none)"),
+    ),
+    "candidates of the rule-based particle-flow baseline",
+)
+
+TGT = Collection(
+    "tgt",
+    _fields(
+        ("cls", "i4", "TargetClass"),
+        ("charge", "i4", "charge"),
+        ("pt", "f4", "target pT [GeV]"),
+        ("eta", "f4", "target eta"),
+        ("sin_phi", "f4", "sin of target phi"),
+        ("cos_phi", "f4", "cos of target phi"),
+        ("e", "f4", "target energy [GeV]"),
+    ),
+    "MLPF targets, element-aligned: slot i is element i of [tracks..., clusters...]",
+)
+
+GENJET = Collection(
+    "genjet",
+    _fields(
+        ("pt", "f4", "jet pT [GeV]"),
+        ("eta", "f4", "jet eta"),
+        ("phi", "f4", "jet phi"),
+        ("m", "f4", "jet mass [GeV]"),
+        ("n_const", "i4", "number of constituents"),
+    ),
+    "anti-kt R=0.4 jets of visible hard-scatter generator particles",
+)
+
+RECOJET = Collection(
+    "recojet",
+    GENJET.fields,
+    "anti-kt R=0.4 jets of rule-based PF candidates",
+)
+
+COLLECTIONS: dict[str, Collection] = {c.prefix: c for c in (GEN, TRK, CLU, PF, TGT, GENJET, RECOJET)}
+
+EVENT_SCALARS: dict[str, np.dtype] = {
+    "event_id": np.dtype("i8"),
+    "process": np.dtype("i4"),
+    "n_pileup": np.dtype("i4"),
+    "weight": np.dtype("f4"),
+    "seed": np.dtype("i8"),
+}
+
+# ---- model input / target feature order (MLPF) -------------------------------------------------------
+# Elements are tracks followed by clusters; each gets one row of ELEMENT_FEATURES. Features that do not
+# apply to an element type are zero.
+
+
+class ElementFeature(enum.IntEnum):
+    TYPE = 0  # ElementType
+    PT = 1  # track pT, or cluster ET
+    ETA = 2
+    SIN_PHI = 3
+    COS_PHI = 4
+    E = 5  # track p, or cluster energy
+    CHARGE = 6
+    ETA_CALO = 7  # track only
+    SIN_PHI_CALO = 8
+    COS_PHI_CALO = 9
+    PT_ERR = 10
+    D0 = 11
+    Z0 = 12
+    N_HITS = 13
+    MUON_STATIONS = 14
+    E_ECAL = 15  # cluster only
+    E_HCAL = 16
+    SIGMA_ETA = 17
+    SIGMA_PHI = 18
+    N_CELLS = 19
+
+
+ELEMENT_FEATURE_NAMES: tuple[str, ...] = tuple(f.name.lower() for f in ElementFeature)
+
+
+class TargetFeature(enum.IntEnum):
+    """Order of the regression targets (after the class) in MLPF target tensors."""
+
+    CHARGE = 0
+    PT = 1
+    ETA = 2
+    SIN_PHI = 3
+    COS_PHI = 4
+    E = 5
+
+
+TARGET_FEATURE_NAMES: tuple[str, ...] = tuple(f.name.lower() for f in TargetFeature)
+
+# Neutrinos and other particles that never interact with the detector.
+INVISIBLE_PDGIDS = frozenset({12, 14, 16, 1000022, 1000039})
+
+
+def all_branches() -> dict[str, np.dtype]:
+    """Every data branch of the schema (counters excluded) with its dtype."""
+    out = dict(EVENT_SCALARS)
+    for coll in COLLECTIONS.values():
+        out.update(coll.branches)
+    return out

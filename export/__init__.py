@@ -1,0 +1,1 @@
+"""hepzoo.export: see DESIGN.md."""

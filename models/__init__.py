@@ -1,0 +1,1 @@
+"""hepzoo.models: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""hepzoo.runtime: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""hepzoo.training: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""hepzoo.validation: see DESIGN.md."""
