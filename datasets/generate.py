@@ -169,9 +169,11 @@ def generate(
                 writer.write(events_to_awkward(buffer))
                 written += len(buffer)
                 buffer = []
-        if buffer or written == 0:
+        if buffer:
             writer.write(events_to_awkward(buffer))
             written += len(buffer)
+        if written == 0:  # an empty file would be rejected by every reader: fail instead, writing nothing
+            raise ValueError(f"no events were generated for {output}")
     return written
 
 

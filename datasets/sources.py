@@ -247,11 +247,19 @@ def read_hepmc(path: str | Path) -> Iterator[GenParticles]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"HepMC file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"HepMC file {path} is empty")
+    n_read = 0
     with pyhepmc.open(str(path)) as reader:
-        for event_number, event in enumerate(reader):
+        for event in reader:
             if event is None:
                 break
-            yield _hepmc_event_to_gen(event, path, event_number)
+            if len(event.particles) == 0:  # pyhepmc turns a parse failure into an empty event
+                raise ValueError(f"{path}: HepMC event {n_read} is empty or could not be parsed")
+            yield _hepmc_event_to_gen(event, path, n_read)
+            n_read += 1
+    if n_read == 0:  # pyhepmc reads garbage as zero events instead of failing
+        raise ValueError(f"no HepMC event could be read from {path}: not a HepMC3/HepMC2/HEPEVT file?")
 
 
 def _hepmc_event_to_gen(event, path: Path, event_number: int) -> GenParticles:

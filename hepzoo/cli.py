@@ -64,6 +64,25 @@ def generate(
     typer.echo(f"wrote {written} events to {output}")
 
 
+@app.command()
+@_clear_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for samples, plots and metrics.json")] = Path("demo_out"),
+    events: Annotated[int, typer.Option("--events", "-n", help="events per sample")] = 200,
+    workers: Annotated[int, typer.Option("--workers", "-j")] = 2,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Generate a small built-in sample end to end and print its physics metrics.
+
+    Example: hepzoo demo --out demo_out -n 200
+    """
+    from hepzoo.validation.demo import format_metrics, run_demo
+
+    metrics = run_demo(out, n_events=events, workers=workers, seed=seed)
+    typer.echo(format_metrics(metrics))
+    typer.echo(f"plots and metrics.json in {out}/")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="hepzoo")
 

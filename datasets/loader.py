@@ -1,0 +1,324 @@
+"""MLPF inputs and targets from in-memory chunks, and a streaming torch loader that pads to size buckets.
+
+* :func:`element_features` — one row per element (the event's tracks, then its clusters), columns in the
+  order of ``schema.ElementFeature``; features that do not apply to an element type are 0.
+* :func:`element_targets` — the element-aligned ``tgt`` collection as (class, regression) rows, regression
+  columns in the order of ``schema.TargetFeature``.
+* :class:`MLPFDataset` — a torch ``IterableDataset`` that streams chunks with :func:`iterate_events` and
+  yields **ready batches**: within a chunk, events are grouped by size bucket and cut into batches of at most
+  ``batch_size`` events, each padded (Numba kernel) to its bucket size. Use it with ``batch_size=None`` in
+  the DataLoader (:func:`make_dataloader` does). Choice: iterable (streaming, flat memory) rather than a
+  map-style cache, because training files are large; the work unit is an entry range of one file
+  (``step_size`` events), dealt round-robin across DDP ranks and DataLoader workers, so no two workers read
+  the same entries. Batches never mix chunks; the last batch of a bucket in a chunk may be short.
+* :func:`collate` — pads a list of per-event samples (e.g. from a map-style dataset) to one bucket.
+
+Batch dict: ``features [B,S,F] float32``, ``mask [B,S] bool``, ``target_cls [B,S] int64`` (0 = NONE in
+padding), ``target_reg [B,S,T] float32``, ``n_elements [B] int64``, ``event_id [B] int64``.
+Events above the largest bucket raise :class:`~hepzoo.datasets.ragged.OversizeEventError` naming the file
+and event; they are never truncated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import torch
+
+from hepzoo.datasets import io, schema
+from hepzoo.datasets.mapping import BranchMapping
+from hepzoo.datasets.ragged import DEFAULT_BUCKETS, OversizeEventError, choose_bucket, group_by_bucket, pad
+
+EF = schema.ElementFeature
+TF = schema.TargetFeature
+N_FEATURES = len(EF)
+N_TARGETS = len(TF)
+
+_LAYER_TO_TYPE = {
+    schema.ClusterLayer.ECAL: schema.ElementType.ECAL_CLUSTER,
+    schema.ClusterLayer.HCAL: schema.ElementType.HCAL_CLUSTER,
+    schema.ClusterLayer.HF: schema.ElementType.HF_CLUSTER,
+}
+
+
+def _flat(coll: ak.Array, name: str) -> np.ndarray:
+    return ak.to_numpy(ak.flatten(coll[name], axis=1))
+
+
+def _require(events: ak.Array, prefix: str) -> ak.Array:
+    if prefix not in events.fields:
+        raise io.SchemaError(f"the chunk has no {prefix!r} collection (fields: {events.fields})")
+    return events[prefix]
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    off = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=off[1:])
+    return off
+
+
+def element_counts(events: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(number of tracks, number of clusters) per event, int64."""
+    ntrk = np.asarray(ak.num(_require(events, "trk"), axis=1), dtype=np.int64)
+    nclu = np.asarray(ak.num(_require(events, "clu"), axis=1), dtype=np.int64)
+    return ntrk, nclu
+
+
+def _element_positions(ntrk: np.ndarray, nclu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row of each flat track and each flat cluster in the element array, and element offsets."""
+    off = _offsets(ntrk + nclu)
+    trk_off = _offsets(ntrk)
+    clu_off = _offsets(nclu)
+    nb = len(ntrk)
+    trk_rows = np.arange(trk_off[-1]) + np.repeat(off[:nb] - trk_off[:nb], ntrk)
+    clu_rows = np.arange(clu_off[-1]) + np.repeat(off[:nb] + ntrk - clu_off[:nb], nclu)
+    return trk_rows, clu_rows, off
+
+
+def element_features(events: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Element feature rows ``float32[N_elem, len(ElementFeature)]`` and offsets ``int64[B+1]``."""
+    trk = _require(events, "trk")
+    clu = _require(events, "clu")
+    ntrk, nclu = element_counts(events)
+    trk_rows, clu_rows, off = _element_positions(ntrk, nclu)
+    x = np.zeros((int(off[-1]), N_FEATURES), dtype=np.float32)
+
+    t = np.zeros((trk_rows.size, N_FEATURES), dtype=np.float32)
+    t[:, EF.TYPE] = schema.ElementType.TRACK
+    t[:, EF.PT] = _flat(trk, "pt")
+    t[:, EF.ETA] = _flat(trk, "eta")
+    phi = _flat(trk, "phi")
+    t[:, EF.SIN_PHI] = np.sin(phi)
+    t[:, EF.COS_PHI] = np.cos(phi)
+    t[:, EF.E] = _flat(trk, "p")
+    t[:, EF.CHARGE] = _flat(trk, "charge")
+    t[:, EF.ETA_CALO] = _flat(trk, "eta_calo")
+    phic = _flat(trk, "phi_calo")
+    t[:, EF.SIN_PHI_CALO] = np.sin(phic)
+    t[:, EF.COS_PHI_CALO] = np.cos(phic)
+    t[:, EF.PT_ERR] = _flat(trk, "pt_err")
+    t[:, EF.D0] = _flat(trk, "d0")
+    t[:, EF.Z0] = _flat(trk, "z0")
+    t[:, EF.N_HITS] = _flat(trk, "n_hits")
+    t[:, EF.MUON_STATIONS] = _flat(trk, "muon_stations")
+    x[trk_rows] = t
+
+    c = np.zeros((clu_rows.size, N_FEATURES), dtype=np.float32)
+    layer = _flat(clu, "layer")
+    lut = np.zeros(max(int(v) for v in schema.ClusterLayer) + 1, dtype=np.float32)
+    for lay, typ in _LAYER_TO_TYPE.items():
+        lut[int(lay)] = int(typ)
+    bad = (layer < 0) | (layer >= lut.size)
+    bad[~bad] = lut[layer[~bad]] == 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        ev = int(np.searchsorted(_offsets(nclu), i, side="right") - 1)
+        raise io.SchemaError(f"event {ev}: cluster has unknown clu_layer {int(layer[i])}")
+    c[:, EF.TYPE] = lut[layer]
+    c[:, EF.PT] = _flat(clu, "et")
+    c[:, EF.ETA] = _flat(clu, "eta")
+    phi = _flat(clu, "phi")
+    c[:, EF.SIN_PHI] = np.sin(phi)
+    c[:, EF.COS_PHI] = np.cos(phi)
+    c[:, EF.E] = _flat(clu, "e")
+    c[:, EF.E_ECAL] = _flat(clu, "e_ecal")
+    c[:, EF.E_HCAL] = _flat(clu, "e_hcal")
+    c[:, EF.SIGMA_ETA] = _flat(clu, "sigma_eta")
+    c[:, EF.SIGMA_PHI] = _flat(clu, "sigma_phi")
+    c[:, EF.N_CELLS] = _flat(clu, "n_cells")
+    x[clu_rows] = c
+    return x, off
+
+
+def element_targets(events: ak.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets (cls ``int64[N]``, reg ``float32[N, len(TargetFeature)]``, offsets ``int64[B+1]``).
+
+    Raises :class:`~hepzoo.datasets.io.SchemaError` if an event's tgt count != ntrk + nclu.
+    """
+    tgt = _require(events, "tgt")
+    ntrk, nclu = element_counts(events)
+    ntgt = np.asarray(ak.num(tgt, axis=1), dtype=np.int64)
+    if not np.array_equal(ntgt, ntrk + nclu):
+        i = int(np.flatnonzero(ntgt != ntrk + nclu)[0])
+        eid = f" (event_id {int(events['event_id'][i])})" if "event_id" in events.fields else ""
+        raise io.SchemaError(
+            f"event {i}{eid}: tgt is not element-aligned: {ntgt[i]} target slots for "
+            f"{ntrk[i]} tracks + {nclu[i]} clusters"
+        )
+    cls = _flat(tgt, "cls").astype(np.int64)
+    reg = np.empty((cls.size, N_TARGETS), dtype=np.float32)
+    reg[:, TF.CHARGE] = _flat(tgt, "charge")
+    reg[:, TF.PT] = _flat(tgt, "pt")
+    reg[:, TF.ETA] = _flat(tgt, "eta")
+    reg[:, TF.SIN_PHI] = _flat(tgt, "sin_phi")
+    reg[:, TF.COS_PHI] = _flat(tgt, "cos_phi")
+    reg[:, TF.E] = _flat(tgt, "e")
+    return cls, reg, _offsets(ntgt)
+
+
+def _batch(
+    x: np.ndarray,
+    cls: np.ndarray,
+    reg: np.ndarray,
+    off: np.ndarray,
+    idx: np.ndarray,
+    size: int,
+    event_ids: np.ndarray,
+) -> dict[str, torch.Tensor]:
+    """Pad events ``idx`` (rows ``off[i]:off[i+1]``) to ``size``."""
+    counts = off[idx + 1] - off[idx]
+    sub_off = _offsets(counts)
+    rows = np.arange(sub_off[-1], dtype=np.int64) + np.repeat(off[idx] - sub_off[:-1], counts)
+    feats, mask = pad(x[rows], sub_off, size, event_ids=event_ids[idx])
+    tcls, _ = pad(cls[rows], sub_off, size)
+    treg, _ = pad(reg[rows], sub_off, size)
+    return {
+        "features": torch.from_numpy(feats),
+        "mask": torch.from_numpy(mask),
+        "target_cls": torch.from_numpy(tcls),
+        "target_reg": torch.from_numpy(treg),
+        "n_elements": torch.from_numpy(counts.astype(np.int64)),
+        "event_id": torch.from_numpy(event_ids[idx].astype(np.int64)),
+    }
+
+
+def chunk_to_batches(
+    events: ak.Array,
+    batch_size: int,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    *,
+    rng: np.random.Generator | None = None,
+    source: str = "",
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Bucketed, padded batches of one chunk (bucket order ascending; event order kept unless ``rng``)."""
+    x, off = element_features(events)
+    cls, reg, _ = element_targets(events)
+    counts = np.diff(off)
+    event_ids = (
+        ak.to_numpy(events["event_id"]).astype(np.int64)
+        if "event_id" in events.fields
+        else np.arange(len(events), dtype=np.int64)
+    )
+    try:
+        groups = group_by_bucket(counts, buckets, event_ids=event_ids)
+    except OversizeEventError as err:
+        raise OversizeEventError(f"{source}: {err}" if source else str(err)) from None
+    plan: list[tuple[int, np.ndarray]] = []
+    for size, idx in groups.items():
+        if rng is not None:
+            idx = rng.permutation(idx)
+        plan.extend((size, idx[i : i + batch_size]) for i in range(0, len(idx), batch_size))
+    if rng is not None:
+        plan = [plan[i] for i in rng.permutation(len(plan))]
+    for size, idx in plan:
+        yield _batch(x, cls, reg, off, idx, size, event_ids)
+
+
+def _shard() -> tuple[int, int]:
+    """(index, count) of this consumer across DDP ranks x DataLoader workers."""
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    info = torch.utils.data.get_worker_info()
+    wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * nw + wid, world * nw
+
+
+class MLPFDataset(torch.utils.data.IterableDataset):
+    """Streams padded, bucketed MLPF batches from schema files (see the module docstring).
+
+    ``paths``: files or glob patterns; ``step_size``: events per work unit (an entry range of one file);
+    ``batch_size``: at most this many events per batch; ``shuffle``: permute work units, events within a
+    bucket and batches, reproducibly from ``seed`` and the epoch (:meth:`set_epoch`).
+    """
+
+    def __init__(
+        self,
+        paths: str | Path | Sequence[str | Path],
+        *,
+        step_size: int = 1000,
+        batch_size: int = 32,
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        mapping: BranchMapping | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if step_size <= 0 or batch_size <= 0:
+            raise ValueError("step_size and batch_size must be positive")
+        self.files = io.expand_paths(paths)
+        self.step_size = int(step_size)
+        self.batch_size = int(batch_size)
+        self.buckets = tuple(int(b) for b in buckets)
+        self.mapping = mapping
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.units: list[tuple[Path, int, int]] = []
+        for f in self.files:  # validates every file's metadata up front
+            n = io.num_entries(f, mapping=mapping)
+            self.units.extend((f, s, min(s + self.step_size, n)) for s in range(0, n, self.step_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        me, n = _shard()
+        units = list(self.units)
+        rng = None
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            units = [units[i] for i in rng.permutation(len(units))]
+            rng = np.random.default_rng([self.seed, self.epoch, me])
+        collections = ["trk", "clu", "tgt"]
+        for path, start, stop in units[me::n]:
+            chunk = io.read_range(path, start, stop, collections=collections, mapping=self.mapping)
+            yield from chunk_to_batches(
+                chunk, self.batch_size, self.buckets, rng=rng, source=f"{path} entries {start}-{stop}"
+            )
+
+    def approx_num_batches(self) -> int:
+        """A lower bound helper for progress bars: units x ceil(step/batch) (bucketing makes more)."""
+        return sum(math.ceil((b - a) / self.batch_size) for _, a, b in self.units)
+
+
+def collate(samples: Sequence[dict[str, Any]], buckets: Sequence[int] = DEFAULT_BUCKETS) -> dict[str, torch.Tensor]:
+    """Pad per-event samples ``{features [n,F], target_cls [n], target_reg [n,T], event_id?}`` to the bucket
+    of the largest event (one bucket per batch). Raises OversizeEventError naming the event."""
+    counts = np.array([len(s["features"]) for s in samples], dtype=np.int64)
+    event_ids = np.array([int(s.get("event_id", i)) for i, s in enumerate(samples)], dtype=np.int64)
+    size = choose_bucket(int(counts.max()) if counts.size else 0, buckets)
+    if size < 0:
+        i = int(np.argmax(counts))
+        raise OversizeEventError(
+            f"event_id {event_ids[i]} has {counts[i]} elements, more than the largest bucket {max(buckets)}"
+        )
+    x = np.concatenate([np.asarray(s["features"], np.float32).reshape(-1, N_FEATURES) for s in samples])
+    cls = np.concatenate([np.asarray(s["target_cls"], np.int64).reshape(-1) for s in samples])
+    reg = np.concatenate([np.asarray(s["target_reg"], np.float32).reshape(-1, N_TARGETS) for s in samples])
+    off = _offsets(counts)
+    return _batch(x, cls, reg, off, np.arange(len(samples)), size, event_ids)
+
+
+def make_dataloader(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    batch_size: int = 32,
+    step_size: int = 1000,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    num_workers: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    mapping: BranchMapping | None = None,
+    **loader_kw: Any,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over :class:`MLPFDataset` (the dataset batches; the loader only moves and prefetches)."""
+    ds = MLPFDataset(
+        paths, step_size=step_size, batch_size=batch_size, buckets=buckets, mapping=mapping, shuffle=shuffle, seed=seed
+    )
+    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers, **loader_kw)
