@@ -52,9 +52,12 @@ def run_demo(out_dir: Path, n_events: int = 200, workers: int = 2, seed: int = 7
 
 
 def _calo_response(events: ak.Array) -> dict:
-    """Summed cluster energy over the generated particle's energy (hard-scatter gun particle is gen[0])."""
+    """Energy of the clusters the gun particle (gen[0]) dominates, over its true energy.
+
+    Truth-matched clusters keep noise clusters elsewhere in the calorimeter out of the sum.
+    """
     e_true = ak.to_numpy(ak.firsts(events.gen.e))
-    e_clu = ak.to_numpy(ak.sum(events.clu.e, axis=1))
+    e_clu = ak.to_numpy(ak.sum(events.clu.e[events.clu.gen_idx == 0], axis=1))
     ratio = e_clu / e_true
     return summarize_response(ratio).as_dict()
 
