@@ -5,7 +5,9 @@ hepzoo schema (tracks with their helix position at the calorimeter, ECAL/HCAL/HF
 
 1. **Links.** A track is linked to an ECAL (HCAL) cluster when its extrapolated position at the calorimeter
    (``trk_eta_calo``, ``trk_phi_calo``) lies within the cluster's extent,
-   ``dR < max(k * width, dR_min(layer))``; each cluster keeps only its *closest* linked track. ECAL clusters
+   ``dR < max(k * width, dR_min(layer))``. Every such link joins the block (so calorimeter energy shared by
+   several tracks is compared with all of them); for per-track bookkeeping (electron/muon clusters, the
+   candidate's main cluster) each cluster remembers only its *closest* linked track. ECAL clusters
    without a track link are linked to their closest HCAL cluster within ``ecal_hcal_link_dr``. Blocks are the
    connected components of these links (union-find).
 2. **Muons**: tracks with ``muon_stations >= muon_min_stations``; a MIP deposit is removed from their clusters.
@@ -305,6 +307,7 @@ def _pf_kernel(
     clu_trk = np.full(nc, -1, np.int64)  # closest linked track
     clu_dr = np.full(nc, 1e9)
     ecal_hcal = np.full(nc, -1, np.int64)  # ECAL cluster -> closest HCAL cluster
+    parent = np.arange(ne)
     for c in range(nc):
         lay = clu_layer[c]
         if lay != _ECAL and lay != _HCAL:
@@ -317,9 +320,12 @@ def _pf_kernel(
             if abs(deta) >= r:
                 continue
             dr = math.sqrt(deta * deta + _dphi(trk_phi_calo[t], clu_phi[c]) ** 2)
-            if dr < r and dr < clu_dr[c]:
-                clu_dr[c] = dr
-                clu_trk[c] = t
+            if dr < r:
+                # every link joins the block, so energy shared by several tracks is compared with all of them
+                _union(parent, nt + c, t)
+                if dr < clu_dr[c]:
+                    clu_dr[c] = dr
+                    clu_trk[c] = t
     rEH = par[_P_DR_EH]
     for c in range(nc):
         if clu_layer[c] != _ECAL or clu_trk[c] >= 0:
@@ -336,7 +342,6 @@ def _pf_kernel(
                 best = dr
                 ecal_hcal[c] = h
 
-    parent = np.arange(ne)
     for c in range(nc):
         if clu_trk[c] >= 0:
             _union(parent, nt + c, clu_trk[c])
