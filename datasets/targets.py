@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .schema import INVISIBLE_PDGIDS, TGT, TargetClass
 
@@ -78,9 +79,9 @@ def build_targets(gen: Mapping[str, np.ndarray], det: Mapping[str, np.ndarray]) 
         else:  # nothing passed a threshold: the leftovers define the slots' classes themselves
             assigned_slots = np.arange(n_slot)
             direct = visible.copy()
-        deta = gen["gen_eta"][leftover, None] - slot_eta[None, assigned_slots]
-        dphi = _wrap(gen["gen_phi"][leftover, None] - slot_phi[None, assigned_slots])
-        slot_of[leftover] = assigned_slots[np.argmin(deta**2 + dphi**2, axis=1)]
+        slot_of[leftover] = assigned_slots[
+            _nearest(slot_eta[assigned_slots], slot_phi[assigned_slots], gen["gen_eta"][leftover], gen["gen_phi"][leftover])
+        ]
 
     return _slot_targets(gen, slot_of, direct, n_trk, n_slot)
 
@@ -146,5 +147,9 @@ def _slot_positions(det: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarr
     return eta, phi
 
 
-def _wrap(dphi: np.ndarray) -> np.ndarray:
-    return (dphi + np.pi) % (2 * np.pi) - np.pi
+def _nearest(eta: np.ndarray, phi: np.ndarray, query_eta: np.ndarray, query_phi: np.ndarray) -> np.ndarray:
+    """Index of the nearest (eta, phi) point for each query, phi periodic (k-d tree over three phi copies)."""
+    n = len(eta)
+    points = np.concatenate([np.column_stack([eta, phi + shift]) for shift in (0.0, 2 * np.pi, -2 * np.pi)])
+    _, index = cKDTree(points).query(np.column_stack([query_eta, query_phi]))
+    return index % n

@@ -109,3 +109,10 @@ def test_only_sub_threshold_particles_still_conserve_energy():
     np.testing.assert_array_equal(out["gen_elem_idx"], [0, 1])
     np.testing.assert_array_equal(out["tgt_cls"], [TargetClass.PHOTON, TargetClass.NEUTRAL_HADRON])
     assert out["tgt_e"].sum() == pytest.approx(gen["gen_e"].sum(), rel=1e-6)
+
+
+def test_merge_uses_periodic_phi():
+    gen = _gen([(22, 0, 5.0, 0.0, -3.1), (130, 0, 5.0, 0.0, 2.5), (22, 0, 0.1, 0.0, 3.1)])
+    det = _det([], [], [(0.0, -3.1), (0.0, 2.5)], [(0, 0, 5.0), (1, 1, 5.0)])
+    out = build_targets(gen, det)
+    np.testing.assert_array_equal(out["gen_elem_idx"], [0, 1, 0])  # 3.1 is 0.08 from -3.1, 0.6 from 2.5
