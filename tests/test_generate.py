@@ -174,3 +174,17 @@ def test_cli_generate_and_errors(tmp_path):
     assert result.exit_code != 0
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("never")] == []
+
+
+def test_pf_baseline_jet_closure(ttbar_file):
+    """PF jets reproduce generator jets: median response near 1 and a resolution a PF algorithm reaches."""
+    from hepzoo.validation.jets import jet_response, summarize_response
+
+    _, path = ttbar_file
+    events = read_events(path)
+    _, ratio, efficiency = jet_response(events.genjet, events.recojet)
+    summary = summarize_response(ratio)
+    assert summary.n >= 30
+    assert efficiency > 0.85
+    assert 0.88 < summary.median < 1.08
+    assert summary.iqr_over_median < 0.3
