@@ -66,6 +66,22 @@ def generate(
 
 @app.command()
 @_clear_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="training config (YAML), e.g. configs/mlpf-gnnlsh.yaml")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE override, repeatable")] = None,
+) -> None:
+    """Train a model from ROOT files (validated config; resumable; torchrun for several processes).
+
+    Example: hepzoo train configs/mlpf-gnnlsh.yaml --set optim.lr=3e-4 --set 'data.train=["data/*.root"]'
+    Several processes: torchrun --nproc_per_node=2 -m hepzoo.training.cli configs/mlpf-gnnlsh.yaml
+    """
+    from hepzoo.training.cli import train_command
+
+    train_command(config, set_ or [])
+
+
+@app.command()
+@_clear_errors
 def demo(
     out: Annotated[Path, typer.Option(help="folder for samples, plots and metrics.json")] = Path("demo_out"),
     events: Annotated[int, typer.Option("--events", "-n", help="events per sample")] = 200,

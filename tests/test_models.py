@@ -1,0 +1,326 @@
+"""Registry-driven test matrix: every registered model gets every test here, with no per-model code.
+
+What a test needs from a model comes from its ModelSpec: input/output names and symbolic shapes (the
+``"elements"`` axis, the bool padding mask), dummy inputs, element granularity, export tolerance and
+permutation tolerance. The overfit test needs a synthetic problem per *family* (``_OVERFIT_PROBLEMS``).
+
+The ONNX tests (names start with ``test_onnx``) export with the dynamo exporter; deselect them with
+``-k "not onnx"``. They skip when onnx/onnxruntime are not installed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hepzoo.datasets import schema
+from hepzoo.models import create_model, get_spec, list_models
+from hepzoo.models import mlpf_common as common
+
+MODELS = list_models()
+ELEMENTS = "elements"
+# Warnings raised inside torch's exporter itself (not by our code), on every export in torch 2.13:
+_EXPORT_WARNINGS = (
+    "ignore:.*isinstance\\(treespec, LeafSpec\\).*:FutureWarning",
+    "ignore:.*The axis name.*will not be used.*:UserWarning",
+)
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, torch.nn.Module]:
+    out = {}
+    for name in MODELS:
+        torch.manual_seed(0)
+        out[name] = create_model(name).eval()
+    return out
+
+
+def _granularity(name: str) -> int:
+    return get_spec(name).export.element_granularity
+
+
+def _sizes(name: str) -> tuple[int, int]:
+    """Two element counts: multiples of the granularity, and not multiples of 32 where granularity allows."""
+    g = _granularity(name)
+    return (2 * g, 3 * g) if g > 1 else (37, 70)
+
+
+def _elements_axis(t) -> int | None:
+    return t.shape.index(ELEMENTS) if ELEMENTS in t.shape else None
+
+
+def _mask_name(name: str) -> str | None:
+    for t in get_spec(name).inputs:
+        if t.dtype == "bool" and t.shape == ("batch", ELEMENTS):
+            return t.name
+    return None
+
+
+def _outputs(name: str, model, inputs) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        out = model(**inputs)
+    out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+    spec = get_spec(name)
+    assert len(out) == len(spec.outputs), f"{name}: {len(out)} outputs, spec declares {len(spec.outputs)}"
+    return dict(zip(spec.output_names, out, strict=True))
+
+
+def _require_elements(name: str) -> str:
+    mask = _mask_name(name)
+    if mask is None:
+        pytest.skip(f"{name} has no (batch, elements) padding mask input")
+    return mask
+
+
+# ---- metadata ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_spec_metadata(name):
+    spec = get_spec(name)
+    assert spec.family in ("mlpf", "flashsim")
+    assert spec.inputs and spec.outputs
+    assert len(set(spec.input_names)) == len(spec.input_names)
+    assert len(set(spec.output_names)) == len(spec.output_names)
+    for t in (*spec.inputs, *spec.outputs):
+        assert isinstance(t.torch_dtype, torch.dtype)
+        assert t.shape[0] == "batch", f"{t.name}: first axis must be the batch"
+        if t.feature_names is not None:
+            assert len(t.feature_names) == t.shape[-1] and len(set(t.feature_names)) == len(t.feature_names)
+    if spec.family == "mlpf":  # feature names come from the schema, in order
+        assert spec.inputs[0].feature_names == schema.ELEMENT_FEATURE_NAMES
+        assert spec.outputs[0].feature_names == tuple(c.name.lower() for c in schema.TargetClass)
+        assert spec.outputs[2].feature_names == ("pt", "eta", "sin_phi", "cos_phi", "e")
+    # the spec's defaults are the builder's and the built model matches the spec's granularity
+    model = create_model(name)
+    assert getattr(model, "element_granularity", 1) == spec.export.element_granularity
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_shapes_finite(name, models):
+    spec, model = get_spec(name), models[name]
+    for n in _sizes(name):
+        inputs = spec.make_inputs(3, n, seed=n)
+        outs = _outputs(name, model, inputs)
+        for t in spec.outputs:
+            expect = tuple({"batch": 3, ELEMENTS: n}.get(a, a) for a in t.shape)
+            assert tuple(outs[t.name].shape) == expect, t.name
+            assert outs[t.name].dtype == t.torch_dtype
+            assert torch.isfinite(outs[t.name]).all(), f"{name}: non-finite {t.name} at N={n}"
+    mask = _mask_name(name)
+    if mask is not None:  # an event with no real element at all must stay finite too
+        inputs = spec.make_inputs(2, _sizes(name)[0], seed=1)
+        inputs[mask][1] = False
+        for k, v in _outputs(name, model, inputs).items():
+            assert torch.isfinite(v).all(), f"{name}: non-finite {k} for an all-padding event"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_element_granularity_enforced(name, models):
+    g = _granularity(name)
+    if g == 1:
+        pytest.skip("any element count is valid")
+    inputs = get_spec(name).export.make_inputs(1, 2 * g + 1, 0)
+    with pytest.raises(ValueError, match="multiple"):
+        models[name](**inputs)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_padding_invariance(name, models):
+    """Appending padded elements full of garbage leaves the real outputs unchanged."""
+    mask_name = _require_elements(name)
+    spec, model = get_spec(name), models[name]
+    n = _sizes(name)[0]
+    extra = max(_granularity(name), 29)
+    inputs = spec.make_inputs(3, n, seed=5)
+    gen = torch.Generator().manual_seed(11)
+    padded = {}
+    for t in spec.inputs:
+        x, ax = inputs[t.name], _elements_axis(t)
+        if ax is None:
+            padded[t.name] = x
+            continue
+        shape = list(x.shape)
+        shape[ax] = extra
+        if t.dtype == "bool":
+            fill = torch.zeros(shape, dtype=torch.bool)
+        else:
+            fill = (torch.randn(shape, generator=gen) * 1e3).to(x.dtype)
+        padded[t.name] = torch.cat([x, fill], dim=ax)
+    # padding inside the original tensor gets garbage too
+    for t in spec.inputs:
+        if t.dtype != "bool" and _elements_axis(t) == 1:
+            junk = torch.randn(padded[t.name].shape, generator=gen) * 1e3
+            keep = padded[mask_name].reshape(*padded[mask_name].shape, *([1] * (padded[t.name].dim() - 2)))
+            padded[t.name] = torch.where(keep, padded[t.name], junk.to(padded[t.name].dtype))
+    ref, out = _outputs(name, model, inputs), _outputs(name, model, padded)
+    real = inputs[mask_name]
+    for t in spec.outputs:
+        ax = _elements_axis(t)
+        assert torch.isfinite(out[t.name]).all(), f"{t.name}: non-finite with garbage padding"
+        got = out[t.name].narrow(ax, 0, n) if ax is not None else out[t.name]
+        if ax == 1:
+            torch.testing.assert_close(got[real], ref[t.name][real], atol=1e-5, rtol=1e-5)
+        else:
+            torch.testing.assert_close(got, ref[t.name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_permutation_equivariance(name, models):
+    mask_name = _require_elements(name)
+    spec, model = get_spec(name), models[name]
+    if spec.permutation_tolerance is None:
+        pytest.skip(f"{name} is not permutation-equivariant")
+    n, B = _sizes(name)[1], 3
+    inputs = spec.make_inputs(B, n, seed=7)
+    gen = torch.Generator().manual_seed(3)
+    perm = torch.stack([torch.randperm(n, generator=gen) for _ in range(B)])  # [B, n]
+
+    def permute(x, ax):
+        idx = perm.reshape(B, n, *([1] * (x.dim() - 2))).expand(*x.shape)
+        assert ax == 1
+        return torch.gather(x, 1, idx)
+
+    permuted = {
+        t.name: permute(inputs[t.name], _elements_axis(t)) if _elements_axis(t) is not None else inputs[t.name]
+        for t in spec.inputs
+    }
+    ref, out = _outputs(name, model, inputs), _outputs(name, model, permuted)
+    real = permuted[mask_name]
+    moved = torch.zeros_like(real)
+    for t in spec.outputs:
+        if _elements_axis(t) != 1:
+            continue
+        expect = permute(ref[t.name], 1)
+        diff = (out[t.name] - expect).abs() > 1e-4 + 1e-4 * expect.abs()
+        moved |= diff.reshape(B, n, -1).any(-1)
+    frac = (moved & real).sum().item() / real.sum().item()
+    assert frac <= spec.permutation_tolerance, (
+        f"{name}: {frac:.2%} of real elements changed under a permutation (allowed {spec.permutation_tolerance:.2%})"
+    )
+
+
+# ---- overfit one small batch ----------------------------------------------------------------------------
+
+
+def _mlpf_problem(name: str):
+    """Synthetic batch with a learnable relation between element features and targets, and a local loss."""
+    spec = get_spec(name)
+    EF, TC = schema.ElementFeature, schema.TargetClass
+    inputs = spec.make_inputs(4, _sizes(name)[0], seed=21)
+    x, mask = inputs["features"], inputs["mask"]
+    etype = x[..., EF.TYPE]
+    is_trk = etype == schema.ElementType.TRACK
+    cls = torch.full(mask.shape, int(TC.NEUTRAL_HADRON))
+    cls = torch.where(is_trk, int(TC.CHARGED_HADRON), cls)
+    cls = torch.where(is_trk & (x[..., EF.MUON_STATIONS] > 0), int(TC.MUON), cls)
+    cls = torch.where(etype == schema.ElementType.ECAL_CLUSTER, int(TC.PHOTON), cls)
+    cls = torch.where(x[..., EF.PT] < 0.8, int(TC.NONE), cls)
+    charge = (x[..., EF.CHARGE] + 1).long()  # index into CHARGE_CLASSES
+    scale = torch.where(is_trk, 1.0, 1.3)
+    tgt = {
+        schema.TargetFeature.PT: x[..., EF.PT] * scale,
+        schema.TargetFeature.ETA: x[..., EF.ETA] + 0.2 * torch.sign(x[..., EF.ETA]),
+        schema.TargetFeature.SIN_PHI: x[..., EF.SIN_PHI],
+        schema.TargetFeature.COS_PHI: x[..., EF.COS_PHI],
+        schema.TargetFeature.E: x[..., EF.E] * scale,
+    }
+    reg = torch.stack([tgt[f] for f in common.REGRESSION_FEATURES], dim=-1)
+    logcols = [common.REGRESSION_FEATURES.index(f) for f in (schema.TargetFeature.PT, schema.TargetFeature.E)]
+
+    def loss_fn(outs):
+        cls_logits, charge_logits, pred = outs
+        m = mask
+        loss = F.cross_entropy(cls_logits[m], cls[m]) + F.cross_entropy(charge_logits[m], charge[m])
+        p, t = pred[m].clone(), reg[m].clone()
+        p[:, logcols] = torch.log(p[:, logcols].clamp(min=1e-6))
+        t[:, logcols] = torch.log(t[:, logcols].clamp(min=1e-6))
+        return loss + F.mse_loss(p, t) * 10
+
+    return inputs, loss_fn
+
+
+_OVERFIT_PROBLEMS = {"mlpf": _mlpf_problem}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_overfit_small_batch(name):
+    spec = get_spec(name)
+    if spec.family not in _OVERFIT_PROBLEMS:
+        pytest.skip(f"no synthetic problem for family {spec.family!r}")
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    inputs, loss_fn = _OVERFIT_PROBLEMS[spec.family](name)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = loss_fn(model(**inputs))
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        last = loss_fn(model.eval()(**inputs)).item()
+    assert math.isfinite(last)
+    assert last < first / 50, f"{name}: loss {first:.3f} -> {last:.3f} (expected a drop by 50x)"
+
+
+# ---- ONNX export (dynamo) and onnxruntime parity ---------------------------------------------------------
+
+
+@pytest.mark.filterwarnings(*_EXPORT_WARNINGS)
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_export_parity(name, models, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    spec, model = get_spec(name), models[name]
+    g = _granularity(name)
+    n_export = 2 * g if g > 1 else 48
+    checks = [(3, 3 * g), (1, 5 * g)] if g > 1 else [(3, 37), (1, 131)]
+    assert all(n != n_export for _, n in checks)
+
+    prog = torch.onnx.export(
+        model,
+        (),
+        kwargs=spec.make_inputs(2, n_export, seed=0),
+        dynamic_shapes=spec.dynamic_shapes(),
+        input_names=list(spec.input_names),
+        output_names=list(spec.output_names),
+        opset_version=spec.export.opset,
+        dynamo=True,
+    )
+    path = tmp_path / f"{name}.onnx"
+    prog.save(str(path))
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+
+    # the graph's interface is the spec's: names, symbolic axes, fixed feature widths
+    def dims(vi):
+        return tuple(d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim)
+
+    assert [i.name for i in proto.graph.input] == list(spec.input_names)
+    assert [o.name for o in proto.graph.output] == list(spec.output_names)
+    for vi, t in zip((*proto.graph.input, *proto.graph.output), (*spec.inputs, *spec.outputs), strict=True):
+        assert dims(vi) == t.shape, f"{t.name}: ONNX shape {dims(vi)} != spec {t.shape}"
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    mask_name = _mask_name(name)
+    for B, n in checks:
+        inputs = spec.make_inputs(B, n, seed=100 + n)
+        ref = _outputs(name, model, inputs)
+        got = sess.run(list(spec.output_names), {k: v.numpy() for k, v in inputs.items()})
+        for t, arr in zip(spec.outputs, got, strict=True):
+            out = torch.from_numpy(arr)
+            assert out.shape == ref[t.name].shape
+            r = ref[t.name]
+            if mask_name is not None and _elements_axis(t) == 1:
+                out, r = out[inputs[mask_name]], r[inputs[mask_name]]
+            torch.testing.assert_close(
+                out, r, atol=spec.export.atol, rtol=spec.export.rtol, msg=lambda m, t=t, n=n: f"{t.name} N={n}: {m}"
+            )

@@ -1,0 +1,396 @@
+"""The MLPF training loop: seeded, AdamW + warm-up/cosine schedule, gradient clipping, autocast, validation
+each epoch, JSON-lines metrics, best/last checkpoints, exact resume, DDP under ``torchrun``.
+
+``train(cfg)`` runs a whole training and returns a summary dict. Files in ``cfg.output_dir``:
+``config.yaml`` (the validated config), ``metrics.jsonl`` (one JSON object per logged step, with ``step``,
+``epoch``, ``lr``, ``loss`` components, ``time``; one per epoch with ``val``), ``last.pt`` (every
+``checkpoint_every_steps`` steps, at ``optim.max_steps`` and at each epoch end) and ``best.pt`` (lowest
+validation ``total``).
+
+Determinism and resume: everything is seeded from ``cfg.seed`` (python, numpy, torch; the loader's shuffle
+uses ``(seed, epoch)``; the DataLoader gets its own torch generator so iterating it never touches the global
+RNG). A checkpoint stores ``(epoch, batch_in_epoch, step)`` and every rank's RNG state; resuming rebuilds that
+epoch's data order, skips ``batch_in_epoch`` batches without computing on them, then restores the RNG
+states, so K steps + resume + (N - K) steps equals N uninterrupted steps.
+
+DDP: every step all ranks sum ``[has a batch, element counts]`` in one all-reduce; the epoch ends for all when
+any rank runs out of batches (shards can differ in length), and loss denominators are the global counts /
+world size, so the averaged gradient is the gradient of the global mean over all elements of the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from hepzoo.datasets import io
+from hepzoo.datasets.loader import MLPFDataset, element_counts, make_dataloader
+from hepzoo.datasets.ragged import group_by_bucket
+from hepzoo.training import checkpoint as ckpt
+from hepzoo.training import distributed as D
+from hepzoo.training.config import LossConfig, ModelConfig, TrainConfig, config_to_dict
+from hepzoo.training.losses import COMPONENTS, REGRESSION_NAMES, loss_counts, mlpf_loss
+
+LAST = "last.pt"
+BEST = "best.pt"
+METRICS = "metrics.jsonl"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build_model(cfg: ModelConfig) -> torch.nn.Module:
+    """A registry model (``hepzoo.models.create_model``) or ``'package.module:factory'`` for custom models."""
+    if ":" in cfg.name:
+        module_name, _, attr = cfg.name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"model.name {cfg.name!r}: cannot import the factory ({err})") from None
+        return factory(**cfg.kwargs)
+    from hepzoo.models import create_model
+
+    try:
+        return create_model(cfg.name, **cfg.kwargs)
+    except KeyError as err:  # UnknownModelError lists the registered names
+        raise ValueError(f"model.name: {err}") from None
+    except TypeError as err:  # an unknown or ill-typed builder keyword
+        raise ValueError(f"model.kwargs: {err}") from None
+
+
+class WarmupCosine:
+    """LR factor: linear warm-up over ``warmup`` steps, cosine from 1 to ``min_ratio`` until ``total``, then flat."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float = 0.0):
+        self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def count_batches_per_epoch(ds: MLPFDataset, info: D.DistInfo) -> int:
+    """Batches one rank sees per epoch (all batches / world size): reads only tracks and clusters once."""
+    total = 0
+    for path, start, stop in ds.units[info.rank :: info.world_size]:
+        chunk = io.read_range(path, start, stop, collections=["trk", "clu"], mapping=ds.mapping)
+        ntrk, nclu = element_counts(chunk)
+        groups = group_by_bucket(ntrk + nclu, ds.buckets)
+        total += sum(math.ceil(len(idx) / ds.batch_size) for idx in groups.values())
+    t = D.all_reduce_sum(torch.tensor([total], dtype=torch.float64, device=info.device), info)
+    return int(t.item()) // info.world_size
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    cuda = device.type == "cuda"
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if not cuda:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16":
+        if not cuda:
+            raise ValueError("precision 'fp16' needs a CUDA device (use bf16 or fp32 on CPU)")
+        return torch.float16
+    if cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision 'bf16' is not supported on {torch.cuda.get_device_name(device)}")
+    return torch.bfloat16
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _loss_kwargs(cfg: LossConfig) -> dict[str, Any]:
+    return {
+        "gamma": cfg.focal_gamma,
+        "class_weights": cfg.class_weights,
+        "huber_delta": cfg.huber_delta,
+        "weights": (cfg.cls_weight, cfg.charge_weight, cfg.reg_weight),
+    }
+
+
+class Trainer:
+    """One training run (``train`` is the entry point). Methods are the steps of the loop, in order."""
+
+    def __init__(self, cfg: TrainConfig, info: D.DistInfo, model: torch.nn.Module | None = None):
+        self.cfg, self.info = cfg, info
+        self.device = info.device
+        self.out = Path(cfg.output_dir)
+        self.loss_kw = _loss_kwargs(cfg.loss)
+        self.t0 = time.perf_counter()
+
+        seed_everything(cfg.seed)  # identical initial weights on every rank
+        net = model if model is not None else build_model(cfg.model)
+        net.to(self.device)
+        self.net = net  # the bare module (state dicts, validation)
+
+        d = cfg.data
+        self.train_loader = make_dataloader(
+            d.train, batch_size=d.batch_size, step_size=d.step_size, buckets=d.buckets,
+            num_workers=d.num_workers, shuffle=d.shuffle, seed=cfg.seed,
+            generator=torch.Generator().manual_seed(cfg.seed), pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+        self.val_loader = None
+        if d.val:
+            self.val_loader = make_dataloader(
+                d.val, batch_size=d.batch_size, step_size=d.step_size, buckets=d.buckets,
+                num_workers=d.num_workers, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed),
+            )  # fmt: skip
+
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.amp_dtype = _autocast_dtype(cfg.precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_val: float | None = None
+        self.last_val: dict[str, float] | None = None
+        self.rng_to_restore: dict[str, Any] | None = None
+        state = self._resume_state()
+        self.resumed = state is not None
+        self.total_steps = o.total_steps or (state or {}).get("total_steps") or (
+            o.epochs * max(1, count_batches_per_epoch(self.train_loader.dataset, info))
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(min(o.warmup_steps, self.total_steps), self.total_steps, o.min_lr_ratio)
+        )
+        if state is not None:
+            self._load_state(state)
+        seed_everything(cfg.seed + info.rank)  # per-rank streams (dropout) for a fresh run
+        self.model = D.wrap_model(net, info)
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+    def _resume_state(self) -> dict[str, Any] | None:
+        r = self.cfg.resume
+        if r is None:
+            return None
+        path = self.out / LAST if r == "auto" else Path(r)
+        if r == "auto" and not path.is_file():
+            return None
+        return ckpt.load_checkpoint(path, map_location=self.device)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.best_val = state.get("best_val")
+        rngs = state.get("rng") or []
+        if len(rngs) == self.info.world_size:  # else: different world size, keep fresh per-rank seeds
+            self.rng_to_restore = rngs[self.info.rank]
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "best_val": self.best_val,
+            "config": config_to_dict(self.cfg),
+        }
+
+    def save(self, *names: str) -> None:
+        """Collective (gathers every rank's RNG state); rank 0 writes."""
+        rngs = D.all_gather_objects(ckpt.capture_rng_state(), self.info)
+        if self.info.is_main:
+            state = {**self._state(), "rng": rngs}
+            for name in names:
+                ckpt.save_checkpoint(self.out / name, state)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.info.is_main:
+            record["time"] = round(time.perf_counter() - self.t0, 3)
+            with open(self.out / METRICS, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    # ---- one step ----------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _next_global(self, it: Iterator) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
+        """This rank's next batch and the loss denominators, or (None, _) when any rank has run out."""
+        batch = next(it, None)
+        stats = torch.zeros(4, dtype=torch.float32, device=self.device)
+        if batch is not None:
+            batch = _to(batch, self.device)
+            stats[0] = 1.0
+            stats[1:] = loss_counts(batch["target_cls"], batch["mask"])
+        D.all_reduce_sum(stats, self.info)
+        if stats[0].item() < self.info.world_size:
+            return None, stats
+        return batch, stats[1:] / self.info.world_size
+
+    def train_step(self, batch: dict[str, torch.Tensor], norm: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self._autocast():
+            cls_logits, charge_logits, regression = self.model(batch["features"], batch["mask"])
+        losses = mlpf_loss(
+            cls_logits, charge_logits, regression,
+            batch["target_cls"], batch["target_reg"], batch["mask"], norm=norm, **self.loss_kw,
+        )  # fmt: skip
+        self.optimizer.zero_grad(set_to_none=True)
+        clip = self.cfg.optim.grad_clip
+        if self.scaler is not None:
+            self.scaler.scale(losses["total"]).backward()
+            self.scaler.unscale_(self.optimizer)
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            scale = self.scaler.get_scale()
+            self.scaler.update()
+            if self.scaler.get_scale() < scale:  # inf/nan gradients: the optimiser step was skipped
+                return {k: v.detach() for k, v in losses.items()}
+        else:
+            losses["total"].backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
+            self.optimizer.step()
+        self.scheduler.step()
+        return {k: v.detach() for k, v in losses.items()}
+
+    # ---- validation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, float] | None:
+        """Mean loss components over all validation elements of all ranks (bare module: no DDP collectives)."""
+        if self.val_loader is None:
+            return None
+        self.net.eval()
+        names = [c for c in COMPONENTS if c not in ("total", "reg")]
+        sums = torch.zeros(len(names), dtype=torch.float64, device=self.device)
+        counts = torch.zeros(3, dtype=torch.float64, device=self.device)
+        ones = torch.ones(3, device=self.device)
+        for batch in self.val_loader:
+            batch = _to(batch, self.device)
+            with self._autocast():
+                outs = self.net(batch["features"], batch["mask"])
+            parts = mlpf_loss(*outs, batch["target_cls"], batch["target_reg"], batch["mask"], norm=ones, **self.loss_kw)
+            sums += torch.stack([parts[n] for n in names]).double()
+            counts += loss_counts(batch["target_cls"], batch["mask"]).double()
+        D.all_reduce_sum(sums, self.info)
+        D.all_reduce_sum(counts, self.info)
+        self.net.train()
+        den = {"cls": counts[0], "charge": counts[1], **{n: counts[2] for n in REGRESSION_NAMES}}
+        val = {n: float(s / den[n].clamp(min=1)) for n, s in zip(names, sums)}
+        val["reg"] = sum(val[n] for n in REGRESSION_NAMES)
+        w = self.loss_kw["weights"]
+        val["total"] = w[0] * val["cls"] + w[1] * val["charge"] + w[2] * val["reg"]
+        return {k: val[k] for k in COMPONENTS}
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+    def _done(self) -> bool:
+        return self.cfg.optim.max_steps is not None and self.step >= self.cfg.optim.max_steps
+
+    def run_epoch(self) -> bool:
+        """Train the rest of ``self.epoch``; False if ``max_steps`` stopped it before its end."""
+        cfg = self.cfg
+        self.train_loader.dataset.set_epoch(self.epoch)
+        it = iter(self.train_loader)
+        for _ in range(self.batch_in_epoch):  # resume: the same seeded order, skip what was consumed
+            if next(it, None) is None:
+                break
+        if self.rng_to_restore is not None:
+            ckpt.restore_rng_state(self.rng_to_restore)
+            self.rng_to_restore = None
+        per_epoch = self.total_steps // cfg.optim.epochs if cfg.optim.total_steps is None else None
+        bar = tqdm(
+            total=per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch}", unit="batch",
+            disable=not (cfg.progress and self.info.is_main), dynamic_ncols=True,
+        )  # fmt: skip
+        try:
+            while not self._done():
+                batch, norm = self._next_global(it)
+                if batch is None:
+                    break
+                lr = self.scheduler.get_last_lr()[0]
+                losses = self.train_step(batch, norm)
+                self.step += 1
+                self.batch_in_epoch += 1
+                bar.update(1)
+                if self.step % cfg.log_every_steps == 0 or self.step == 1:
+                    vals = torch.stack([losses[k] for k in COMPONENTS])
+                    vals = D.all_reduce_sum(vals, self.info) / self.info.world_size
+                    loss = {k: round(float(v), 6) for k, v in zip(COMPONENTS, vals)}
+                    bar.set_postfix(loss=f"{loss['total']:.4f}", lr=f"{lr:.2e}")
+                    self.log({"step": self.step, "epoch": self.epoch, "lr": lr, "loss": loss})
+                if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
+                    self.save(LAST)
+        finally:
+            bar.close()
+        return not self._done()
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            if not self.resumed:  # a fresh run starts a fresh log
+                (self.out / METRICS).unlink(missing_ok=True)
+        self.model.train()
+        while self.epoch < cfg.optim.epochs:
+            finished = self.run_epoch()
+            if not finished:  # max_steps reached inside the epoch
+                self.save(LAST)
+                break
+            self.last_val = self.validate()
+            names = [LAST]
+            if self.last_val is not None:
+                self.log({"step": self.step, "epoch": self.epoch, "val": self.last_val})
+                if self.best_val is None or self.last_val["total"] < self.best_val:
+                    self.best_val = self.last_val["total"]
+                    names.append(BEST)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self.save(*names)
+            if self._done():
+                break
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "total_steps": self.total_steps,
+            "best_val": self.best_val,
+            "val": self.last_val,
+            "last": self.out / LAST,
+            "best": self.out / BEST if (self.out / BEST).exists() else None,
+            "model": self.net,
+        }
+
+
+def train(cfg: TrainConfig, *, model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Run a training described by ``cfg`` (``model``: use this module instead of building ``cfg.model``).
+
+    Under torchrun every rank calls this; the process group is created here and destroyed at the end.
+    Returns ``{"step", "epoch", "total_steps", "best_val", "val", "last", "best", "model"}``.
+    """
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = D.init_distributed(cfg.device)
+    try:
+        return Trainer(cfg, info, model).run()
+    finally:
+        if owns_group:
+            D.cleanup_distributed()

@@ -1,0 +1,116 @@
+"""MLPF losses on element-aligned targets.
+
+For every real element (``mask``) the model predicts a class, and for elements with a particle target a
+charge and the kinematics (decoded physical values, see ``hepzoo.models``):
+
+* ``cls``: focal loss ``-w_t (1 - p_t)^gamma log p_t`` over real elements (``w`` optional class weights);
+* ``charge``: cross-entropy over charge classes (-1, 0, +1) on elements whose **target class is charged**
+  (charged hadron, electron, muon);
+* regression on elements whose target class is not ``NONE``: Huber(``delta``) of
+  ``log pred_pt - log tgt_pt``, ``pred_eta - tgt_eta``, ``pred_sin_phi - tgt_sin_phi``,
+  ``pred_cos_phi - tgt_cos_phi`` and ``log pred_e - log tgt_e`` (pt and e are clamped to ``eps`` before the
+  log). Log ratios make the loss relative, as the model decodes relative to its element.
+
+Each component is a **sum over its elements divided by a denominator**: by default the number of elements it
+runs over in this batch (``loss_counts``), clamped to >= 1. Under DDP the training loop passes
+``norm = global counts / world size`` so that the averaged gradient equals the gradient of the global mean,
+whatever the split of elements across ranks. ``norm = ones`` gives plain sums (used to accumulate validation).
+
+``total = cls_weight * cls + charge_weight * charge + reg_weight * (pt + eta + sin_phi + cos_phi + e)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from hepzoo.datasets.schema import TargetClass, TargetFeature
+
+CHARGED_CLASSES: tuple[TargetClass, ...] = (TargetClass.CHARGED_HADRON, TargetClass.ELECTRON, TargetClass.MUON)
+REGRESSION_NAMES: tuple[str, ...] = ("pt", "eta", "sin_phi", "cos_phi", "e")  # model regression output order
+COMPONENTS: tuple[str, ...] = ("total", "cls", "charge", "reg", *REGRESSION_NAMES)
+_LOG_REG = {"pt", "e"}
+
+
+def _charged(target_cls: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros_like(target_cls, dtype=torch.bool)
+    for c in CHARGED_CLASSES:
+        out |= target_cls == int(c)
+    return out
+
+
+def loss_counts(target_cls: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """float32[3]: (real elements, elements with a charged target, elements with a particle target)."""
+    mask = mask.bool()
+    return torch.stack(
+        [
+            mask.sum(),
+            (mask & _charged(target_cls)).sum(),
+            (mask & (target_cls != int(TargetClass.NONE))).sum(),
+        ]
+    ).to(torch.float32)
+
+
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-element focal loss ``-w_t (1 - p_t)^gamma log p_t``; logits ``[M, C]``, target ``[M]`` -> ``[M]``."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    logp_t = logp.gather(-1, target.long().unsqueeze(-1)).squeeze(-1)
+    loss = -logp_t if gamma == 0 else -((1.0 - logp_t.exp()).clamp(min=0.0) ** gamma) * logp_t
+    if class_weights is not None:
+        loss = loss * class_weights.to(loss)[target.long()]
+    return loss
+
+
+def mlpf_loss(
+    cls_logits: torch.Tensor,
+    charge_logits: torch.Tensor,
+    regression: torch.Tensor,
+    target_cls: torch.Tensor,
+    target_reg: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    class_weights: Sequence[float] | torch.Tensor | None = None,
+    huber_delta: float = 1.0,
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    norm: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> dict[str, torch.Tensor]:
+    """All loss components (scalars, keys ``COMPONENTS``) for one padded batch.
+
+    Shapes: ``cls_logits [B,N,C]``, ``charge_logits [B,N,3]``, ``regression [B,N,5]`` (pt, eta, sin_phi,
+    cos_phi, e), ``target_cls [B,N]``, ``target_reg [B,N,6]`` (``TargetFeature`` order), ``mask [B,N]``.
+    ``norm``: denominators (real, charged, particle) replacing this batch's counts (see module docstring).
+    """
+    mask = mask.bool()
+    if norm is None:
+        norm = loss_counts(target_cls, mask)
+    norm = norm.to(device=cls_logits.device, dtype=torch.float32).clamp(min=1.0)
+    cw = None
+    if class_weights is not None:
+        cw = torch.as_tensor(class_weights, dtype=torch.float32, device=cls_logits.device)
+
+    out: dict[str, torch.Tensor] = {}
+    out["cls"] = focal_loss(cls_logits[mask], target_cls[mask], gamma, cw).sum() / norm[0]
+
+    charged = mask & _charged(target_cls)
+    q = target_reg[charged][:, TargetFeature.CHARGE].round().long().clamp(-1, 1) + 1
+    out["charge"] = F.cross_entropy(charge_logits[charged].float(), q, reduction="sum") / norm[1]
+
+    sel = mask & (target_cls != int(TargetClass.NONE))
+    pred = regression[sel].float()
+    tgt = target_reg[sel].float()
+    reg_total = torch.zeros((), dtype=torch.float32, device=cls_logits.device)
+    for i, name in enumerate(REGRESSION_NAMES):
+        p, t = pred[:, i], tgt[:, TargetFeature[name.upper()]]
+        if name in _LOG_REG:
+            p, t = p.clamp(min=eps).log(), t.clamp(min=eps).log()
+        out[name] = F.huber_loss(p, t, reduction="sum", delta=huber_delta) / norm[2]
+        reg_total = reg_total + out[name]
+    out["reg"] = reg_total
+    out["total"] = weights[0] * out["cls"] + weights[1] * out["charge"] + weights[2] * reg_total
+    return {k: out[k] for k in COMPONENTS}

@@ -1,0 +1,107 @@
+"""Run an MLPF model over events and compare it with the rule-based PF baseline on the same events.
+
+This evaluates the PyTorch model directly (used for training-time comparisons); the deployed-artifact
+validation of the runtime calls the same metric functions on the runtime's outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import awkward as ak
+import numpy as np
+import torch
+
+from hepzoo.datasets.jets import antikt_jets
+from hepzoo.datasets.loader import element_features
+from hepzoo.datasets.ragged import DEFAULT_BUCKETS, group_by_bucket, pad
+from hepzoo.datasets.schema import TargetClass
+
+from .jets import binned_response, jet_response, summarize_response
+from .particles import efficiency_and_fake_rate, pf_particles, target_particles
+
+JET_PT_EDGES = np.array([20.0, 40.0, 60.0, 100.0, 200.0, 1000.0])
+
+
+@torch.no_grad()
+def predict_candidates(
+    model: torch.nn.Module, events: ak.Array, batch_size: int = 32, buckets: Sequence[int] = DEFAULT_BUCKETS
+) -> ak.Array:
+    """MLPF candidates per event (records cls, charge, pt, eta, phi, e), empty slots removed, event order kept."""
+    model.eval()
+    features, offsets = element_features(events)
+    counts = np.diff(offsets)
+    n = len(features)
+    cls = np.zeros(n, np.int32)
+    charge = np.zeros(n, np.int32)
+    reg = np.zeros((n, 5), np.float32)
+    granularity = int(getattr(model, "element_granularity", 1))
+    for size, index in group_by_bucket(counts, buckets).items():
+        size = -(-size // granularity) * granularity
+        for start in range(0, len(index), batch_size):
+            chosen = index[start : start + batch_size]
+            sub_counts = counts[chosen]
+            rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in chosen])
+            sub_offsets = np.concatenate([[0], np.cumsum(sub_counts)])
+            x, mask = pad(features[rows], sub_offsets, size)
+            cls_logits, charge_logits, regression = model(torch.from_numpy(x), torch.from_numpy(mask))
+            m = torch.from_numpy(mask)
+            cls[rows] = cls_logits[m].argmax(-1).numpy()
+            charge[rows] = charge_logits[m].argmax(-1).numpy() - 1
+            reg[rows] = regression[m].numpy()
+    pt, eta, sin_phi, cos_phi, energy = reg.T
+    fields = {
+        "cls": cls,
+        "charge": charge,
+        "pt": pt,
+        "eta": eta,
+        "phi": np.arctan2(sin_phi, cos_phi).astype(np.float32),
+        "e": energy,
+    }
+    candidates = ak.zip({k: ak.unflatten(v, counts) for k, v in fields.items()})
+    return candidates[candidates.cls != int(TargetClass.NONE)]
+
+
+def reconstruction_metrics(events: ak.Array, candidates: ak.Array) -> dict:
+    """Per-class efficiency/fake rate against the targets, and jet response against generator jets."""
+    jets = antikt_jets(candidates.pt, candidates.eta, candidates.phi, candidates.e)
+    gen_pt, ratio, efficiency = jet_response(events.genjet, jets)
+    return {
+        "particles": efficiency_and_fake_rate(target_particles(events), candidates),
+        "jets": {
+            "matching_efficiency": efficiency,
+            "inclusive": summarize_response(ratio).as_dict(),
+            "binned": binned_response(gen_pt, ratio, JET_PT_EDGES),
+        },
+    }
+
+
+def compare_with_baseline(model: torch.nn.Module, events: ak.Array, batch_size: int = 32) -> dict:
+    """Side-by-side metrics of the MLPF model and the rule-based PF on the same events."""
+    return {
+        "mlpf": reconstruction_metrics(events, predict_candidates(model, events, batch_size)),
+        "pf": reconstruction_metrics(events, pf_particles(events)),
+        "n_events": len(events),
+    }
+
+
+def format_comparison(result: dict) -> str:
+    """A plain-text table: one row per metric, MLPF next to PF."""
+    lines = [f"{result['n_events']} events", f"{'metric':42s} {'MLPF':>9s} {'PF':>9s}"]
+    for cls in result["pf"]["particles"]:
+        for key in ("efficiency", "fake_rate"):
+            a = result["mlpf"]["particles"][cls][key]
+            b = result["pf"]["particles"][cls][key]
+            lines.append(f"{cls.lower() + ' ' + key:42s} {a:9.3f} {b:9.3f}")
+    a, b = result["mlpf"]["jets"], result["pf"]["jets"]
+    lines.append(f"{'jet matching efficiency':42s} {a['matching_efficiency']:9.3f} {b['matching_efficiency']:9.3f}")
+    lines.append(f"{'jet response median (inclusive)':42s} {a['inclusive']['median']:9.3f} {b['inclusive']['median']:9.3f}")
+    lines.append(
+        f"{'jet IQR/median (inclusive)':42s} {a['inclusive']['iqr_over_median']:9.3f} {b['inclusive']['iqr_over_median']:9.3f}"
+    )
+    for ra, rb in zip(a["binned"], b["binned"]):
+        label = f"jet pT {ra['pt_lo']:.0f}-{ra['pt_hi']:.0f}: median / IQR/median"
+        lines.append(
+            f"{label:42s} {ra['median']:.3f}/{ra['iqr_over_median']:.3f} {rb['median']:.3f}/{rb['iqr_over_median']:.3f}"
+        )
+    return "\n".join(lines)
