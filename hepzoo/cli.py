@@ -99,6 +99,42 @@ def demo(
     typer.echo(f"plots and metrics.json in {out}/")
 
 
+zoo_app = typer.Typer(no_args_is_help=True, help="Released models under zoo/<name>/<version>/.")
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("list")
+@_clear_errors
+def zoo_list() -> None:
+    """List released models and versions.
+
+    Example: hepzoo zoo list
+    """
+    from hepzoo.export.zoo import list_releases, zoo_root
+
+    releases = list_releases()
+    if not releases:
+        typer.echo(f"no releases in {zoo_root()}")
+    for release in releases:
+        cfg = release.config["model"]
+        typer.echo(f"{release.name:24s} {release.version:8s} {cfg['name']}")
+
+
+@zoo_app.command("show")
+@_clear_errors
+def zoo_show(
+    name: Annotated[str, typer.Argument(help="release name, e.g. mlpf-gnnlsh")],
+    version: Annotated[Optional[str], typer.Option(help="version (default: the highest)")] = None,
+) -> None:
+    """Show a release: model, weights, training, dataset recipe and physics metrics.
+
+    Example: hepzoo zoo show mlpf-gnnlsh
+    """
+    from hepzoo.export.zoo import describe, find_release
+
+    typer.echo(describe(find_release(name, version)))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="hepzoo")
 

@@ -1,0 +1,170 @@
+"""The released-model folder ``zoo/<name>/<version>/``: create a release from a training run, list and show.
+
+A release holds what is needed to use and to reproduce a model:
+
+* ``weights.pt``   — the model's state dict only (``torch.load(..., weights_only=True)``);
+* ``config.yaml``  — the exact training config (``hepzoo train zoo/<name>/<version>/config.yaml`` retrains);
+* ``dataset.json`` — the dataset recipe: the ``hepzoo generate`` commands with seeds, and file hashes;
+* ``metrics.json`` — physics metrics measured at release (MLPF vs the rule-based PF on held-out events);
+* ``training_log.jsonl`` — the training run's metrics log.
+
+Export (``model.onnx``) and the model card (``card.json``) are added to the same folder by ``hepzoo export``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+WEIGHTS = "weights.pt"
+CONFIG = "config.yaml"
+DATASET = "dataset.json"
+METRICS = "metrics.json"
+TRAINING_LOG = "training_log.jsonl"
+
+
+def zoo_root() -> Path:
+    """``$HEPZOO_ZOO`` if set, else the ``zoo/`` folder of this checkout."""
+    env = os.environ.get("HEPZOO_ZOO")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "zoo"
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    version: str
+    path: Path
+
+    @property
+    def config(self) -> dict:
+        return yaml.safe_load((self.path / CONFIG).read_text())
+
+    @property
+    def metrics(self) -> dict:
+        file = self.path / METRICS
+        return json.loads(file.read_text()) if file.exists() else {}
+
+    @property
+    def dataset(self) -> dict:
+        file = self.path / DATASET
+        return json.loads(file.read_text()) if file.exists() else {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return torch.load(self.path / WEIGHTS, map_location="cpu", weights_only=True)
+
+    def build_model(self) -> torch.nn.Module:
+        """The registered model with the release's hyper-parameters and weights, in eval mode."""
+        from hepzoo.models import create_model
+
+        cfg = self.config["model"]
+        model = create_model(cfg["name"], **cfg.get("kwargs", {}))
+        model.load_state_dict(self.state_dict())
+        return model.eval()
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in version.split("."))
+
+
+def list_releases(root: Path | None = None) -> list[Release]:
+    root = root or zoo_root()
+    if not root.is_dir():
+        return []
+    releases = []
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for version_dir in sorted((p for p in model_dir.iterdir() if p.is_dir()), key=lambda p: _version_key(p.name)):
+            if (version_dir / WEIGHTS).exists() and (version_dir / CONFIG).exists():
+                releases.append(Release(model_dir.name, version_dir.name, version_dir))
+    return releases
+
+
+def find_release(name: str, version: str | None = None, root: Path | None = None) -> Release:
+    """The release ``name`` at ``version`` (default: the highest version); errors list what exists."""
+    candidates = [r for r in list_releases(root) if r.name == name]
+    if not candidates:
+        known = sorted({r.name for r in list_releases(root)})
+        raise ValueError(f"no release named {name!r} in {root or zoo_root()}; available: {known}")
+    if version is None:
+        return candidates[-1]
+    for release in candidates:
+        if release.version == version:
+            return release
+    raise ValueError(f"{name!r} has no version {version!r}; available: {[r.version for r in candidates]}")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def create_release(
+    run_dir: Path,
+    name: str,
+    version: str,
+    dataset_recipe: dict,
+    metrics: dict | None = None,
+    root: Path | None = None,
+    checkpoint: str = "best.pt",
+) -> Release:
+    """Copy a training run's best weights (state dict only), config and log into ``zoo/<name>/<version>/``.
+
+    Written into a temporary folder and renamed, so a failed release leaves nothing half-written.
+    """
+    from hepzoo.training.checkpoint import load_model_weights
+
+    root = root or zoo_root()
+    target = root / name / version
+    if target.exists():
+        raise FileExistsError(f"release {target} already exists; choose another version")
+    tmp = root / name / f".{version}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        torch.save(load_model_weights(run_dir / checkpoint), tmp / WEIGHTS)
+        shutil.copyfile(run_dir / "config.yaml", tmp / CONFIG)
+        if (run_dir / "metrics.jsonl").exists():
+            shutil.copyfile(run_dir / "metrics.jsonl", tmp / TRAINING_LOG)
+        (tmp / DATASET).write_text(json.dumps(dataset_recipe, indent=2) + "\n")
+        if metrics is not None:
+            (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Release(name, version, target)
+
+
+def describe(release: Release) -> str:
+    """Multi-line human-readable summary for ``hepzoo zoo show``."""
+    cfg = release.config
+    weights = release.path / WEIGHTS
+    n_params = sum(t.numel() for t in release.state_dict().values())
+    lines = [
+        f"{release.name} {release.version}  ({release.path})",
+        f"  model: {cfg['model']['name']} {cfg['model'].get('kwargs', {})}",
+        f"  weights: {weights.name}, {n_params} parameters, {weights.stat().st_size / 1e6:.2f} MB, sha256 {sha256_of(weights)[:16]}...",
+        f"  training: seed {cfg.get('seed')}, {cfg['optim']['epochs']} epochs, lr {cfg['optim']['lr']}",
+    ]
+    recipe = release.dataset
+    for command in recipe.get("commands", []):
+        lines.append(f"  data: {command}")
+    metrics = release.metrics
+    jets = metrics.get("mlpf", {}).get("jets", {}).get("inclusive")
+    pf_jets = metrics.get("pf", {}).get("jets", {}).get("inclusive")
+    if jets and pf_jets:
+        lines.append(
+            f"  ttbar jets (IQR/median): MLPF {jets['iqr_over_median']:.3f} vs PF {pf_jets['iqr_over_median']:.3f}; "
+            f"median MLPF {jets['median']:.3f} vs PF {pf_jets['median']:.3f}"
+        )
+    return "\n".join(lines)
