@@ -9,6 +9,9 @@ order through an atomic writer, so memory stays flat and a failed run leaves no 
 from __future__ import annotations
 
 import multiprocessing
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,7 @@ from .io import EventWriter, events_to_awkward
 from .jets import antikt_jets
 from .pf_baseline import run_pf
 from .schema import CLU, GENJET, RECOJET, TRK
-from .sources import GenParticles, PileupOverlay, PythiaSource, SourceSpec, read_hepmc
+from .sources import GenParticles, PileupOverlay, PythiaSource, SourceSpec, empty_gen, read_hepmc
 from .targets import build_targets, visible_mask
 
 Event = dict[str, np.ndarray]
@@ -162,13 +165,16 @@ def generate(
     written = 0
     with EventWriter(output) as writer, _progress_bar(total, progress, output.name) as bar:
         buffer: list[Event] = []
-        for events in _map_chunks(config, _tasks(config, hepmc_path), workers):
-            buffer.extend(events)
-            bar.update(len(events))
-            if len(buffer) >= _WRITE_BUFFER_EVENTS:
-                writer.write(events_to_awkward(buffer))
-                written += len(buffer)
-                buffer = []
+        try:
+            for events in _map_chunks(config, _tasks(config, hepmc_path), workers):
+                buffer.extend(events)
+                bar.update(len(events))
+                if len(buffer) >= _WRITE_BUFFER_EVENTS:
+                    writer.write(events_to_awkward(buffer))
+                    written += len(buffer)
+                    buffer = []
+        except BrokenProcessPool as error:
+            raise RuntimeError(f"a generation worker process died ({error}); its traceback is above") from error
         if buffer:
             writer.write(events_to_awkward(buffer))
             written += len(buffer)
@@ -182,10 +188,24 @@ def _map_chunks(config: GenerationConfig, tasks: Iterable, workers: int) -> Iter
         _init_worker(config)
         yield from map(_run_chunk, tasks)
         return
-    # spawn, not fork: Numba and Pythia state are rebuilt cleanly in each worker
+    # spawn, not fork: Numba and Pythia state are rebuilt cleanly in each worker. A ProcessPoolExecutor (not
+    # multiprocessing.Pool) so that a worker that fails to start or dies raises instead of hanging the run.
+    _init_worker(config)  # fail fast, with the real message, on settings a worker would reject
+    _WORKER.clear()
+    # compile the Numba kernels once here, so the workers load them from the on-disk cache instead of all
+    # compiling at the same time
+    reconstruct_event(empty_gen(), 0, config.detector)
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
-        yield from pool.imap(_run_chunk, tasks)
+    window = 2 * workers  # chunks in flight: keeps workers busy while memory stays bounded
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config,)) as pool:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append(pool.submit(_run_chunk, task))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
 
 
 def _progress_bar(total: int | None, enabled: bool, name: str):

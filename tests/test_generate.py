@@ -188,3 +188,11 @@ def test_pf_baseline_jet_closure(ttbar_file):
     assert efficiency > 0.85
     assert 0.88 < summary.median < 1.08
     assert summary.iqr_over_median < 0.3
+
+
+def test_bad_pythia_setting_fails_fast_with_workers(tmp_path):
+    spec = SourceSpec("ttbar", extra_settings=("NoSuchGroup:noSuchFlag = on",))
+    target = tmp_path / "bad.root"
+    with pytest.raises(ValueError, match="NoSuchGroup"):
+        generate(GenerationConfig(spec, n_events=4, chunk_size=2), target, workers=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
