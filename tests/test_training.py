@@ -394,3 +394,18 @@ def test_registry_models_train_one_epoch(dataset, name):
     raw = make_raw_config(dataset, model={"name": name, "kwargs": kwargs}, optim={"epochs": 1})
     result = train(load_config(raw=raw))
     assert result["step"] > 0 and math.isfinite(result["val"]["total"])
+
+
+def test_init_weights_fine_tunes_from_checkpoint_or_state_dict(dataset):
+    first = train(load_config(raw=make_raw_config(dataset, optim={"epochs": 1}, output_dir=str(dataset / "a"))))
+    trained = ckpt.load_model_weights(dataset / "a" / "last.pt")
+    torch.save(trained, dataset / "weights.pt")
+    for source in (dataset / "a" / "last.pt", dataset / "weights.pt"):
+        raw = make_raw_config(dataset, optim={"lr": 1e-12, "epochs": 1}, output_dir=str(dataset / "b"))
+        raw["model"]["init_weights"] = str(source)
+        second = train(load_config(raw=raw))
+        # with a vanishing learning rate the fine-tuned model keeps the weights it started from
+        assert second["val"]["total"] == pytest.approx(first["val"]["total"], rel=1e-4)
+    raw["model"]["init_weights"] = str(dataset / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        train(load_config(raw=raw))

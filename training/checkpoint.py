@@ -90,3 +90,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Only the model state dict of a checkpoint (for export and evaluation)."""
     return load_checkpoint(path, map_location)["model"]
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights from a training checkpoint or from a plain state-dict file (e.g. a zoo weights.pt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ValueError(f"{path}: not a loadable weights file ({type(err).__name__}: {err})") from None
+    if isinstance(state, dict) and state.get("format") == FORMAT_VERSION and "model" in state:
+        return state["model"]
+    if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return state
+    raise ValueError(f"{path}: neither a hepzoo checkpoint nor a state dict of tensors")

@@ -30,6 +30,11 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     name: str = Field(description="registry name (hepzoo.models.list_models()) or 'package.module:factory'")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model builder")
+    init_weights: str | None = Field(
+        None,
+        description="start from these weights (a training checkpoint or a state-dict file such as a zoo "
+        "release's weights.pt) with a fresh optimizer and schedule: fine-tuning. Ignored when resuming.",
+    )
 
 
 class DataConfig(_Section):
