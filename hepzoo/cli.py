@@ -135,6 +135,43 @@ def zoo_show(
     typer.echo(describe(find_release(name, version)))
 
 
+@zoo_app.command("release")
+@_clear_errors
+def zoo_release(
+    run_dir: Annotated[Path, typer.Argument(help="training output folder (config.yaml, best.pt)")],
+    name: Annotated[str, typer.Argument(help="release name")],
+    version: Annotated[str, typer.Argument(help="release version")],
+    recipe: Annotated[Path, typer.Option(help="script with the seeded generate/train commands")],
+    test: Annotated[list[str], typer.Option(help="held-out ROOT files for the release metrics")],
+    events: Annotated[int, typer.Option(help="test events used (0: all)")] = 0,
+) -> None:
+    """Release a trained MLPF model into zoo/NAME/VERSION with its recipe and MLPF-vs-PF metrics.
+
+    Example: hepzoo zoo release runs/finetune/mlpf-gnnlsh mlpf-gnnlsh 1 --recipe zoo/mlpf-recipe.sh --test data/ttbar_test.root
+    """
+    import yaml
+
+    from hepzoo.datasets.io import expand_paths, read_events
+    from hepzoo.export.zoo import create_release, sha256_of
+    from hepzoo.models import create_model
+    from hepzoo.training.checkpoint import load_model_weights
+    from hepzoo.validation.mlpf import compare_with_baseline, format_comparison
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
+    model = create_model(cfg["name"], **cfg.get("kwargs", {}))
+    model.load_state_dict(load_model_weights(run_dir / "best.pt"))
+    test_files = expand_paths(test)
+    data = read_events(test_files)
+    data = data[:events] if events else data
+    metrics = compare_with_baseline(model, data)
+    metrics["test_files"] = {str(p): sha256_of(p) for p in test_files}
+    commands = [line.strip() for line in recipe.read_text().splitlines() if "generate" in line or " train " in line]
+    dataset = {"recipe": str(recipe), "commands": commands}
+    release = create_release(run_dir, name, version, dataset, metrics)
+    typer.echo(format_comparison(metrics))
+    typer.echo(f"released {release.path}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="hepzoo")
 

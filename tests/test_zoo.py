@@ -64,3 +64,25 @@ def test_committed_releases_load_and_run(release):
     outputs = model(*inputs.values())
     assert all(torch.isfinite(o).all() for o in outputs)
     assert release.dataset.get("commands"), "a release must record its dataset recipe"
+
+
+def test_release_command_measures_mlpf_against_pf(tmp_path, monkeypatch):
+    from hepzoo.datasets.generate import GenerationConfig, generate
+    from hepzoo.datasets.sources import SourceSpec
+
+    run, _ = _fake_run(tmp_path)
+    test_file = tmp_path / "test.root"
+    generate(GenerationConfig(SourceSpec("ttbar"), n_events=4, seed=9), test_file, progress=False)
+    recipe = tmp_path / "recipe.sh"
+    recipe.write_text("hepzoo generate ttbar -n 4 --seed 9 -o test.root\n")
+    monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
+    result = CliRunner().invoke(
+        app, ["zoo", "release", str(run), "tiny", "1", "--recipe", str(recipe), "--test", str(test_file)]
+    )
+    assert result.exit_code == 0, result.output
+    release = find_release("tiny", root=tmp_path / "zoo")
+    metrics = release.metrics
+    assert metrics["n_events"] == 4
+    assert set(metrics["mlpf"]) == set(metrics["pf"]) == {"particles", "jets"}
+    assert metrics["pf"]["jets"]["inclusive"]["n"] > 0
+    assert release.dataset["commands"] == ["hepzoo generate ttbar -n 4 --seed 9 -o test.root"]
