@@ -293,6 +293,35 @@ def _sigma_ecal(par, e):
     return math.sqrt(s * s + c * c + n * n)
 
 
+
+@njit(cache=True)
+def _layer_centroid(order, i0, i1, nt, clu_layer, layer, rem, clu_eta, clu_phi):
+    """(main cluster, eta, phi): the block's remaining energy in one calorimeter layer, energy-weighted.
+
+    ``main`` is the most energetic cluster of that layer in the block (-1 if none has energy left).
+    """
+    main = -1
+    for k in range(i0, i1):
+        c = order[k] - nt
+        if c < 0 or clu_layer[c] != layer or rem[c] <= 0.0:
+            continue
+        if main < 0 or rem[c] > rem[main]:
+            main = c
+    if main < 0:
+        return -1, 0.0, 0.0
+    sw = 0.0
+    seta = 0.0
+    sphi = 0.0
+    for k in range(i0, i1):
+        c = order[k] - nt
+        if c < 0 or clu_layer[c] != layer or rem[c] <= 0.0:
+            continue
+        sw += rem[c]
+        seta += rem[c] * clu_eta[c]
+        sphi += rem[c] * _dphi(clu_phi[c], clu_phi[main])
+    return main, seta / sw, _wrap(clu_phi[main] + sphi / sw)
+
+
 @njit(cache=True)
 def _pf_kernel(
     trk_pt, trk_pt_err, trk_eta, trk_phi, trk_p, trk_q, trk_eta_calo, trk_phi_calo, trk_mu,
@@ -521,55 +550,21 @@ def _pf_kernel(
                 else:
                     e_nh = excess
                 if e_pho >= par[_P_PHO_MINE]:
-                    # energy-weighted ECAL position of the block
-                    main = -1
-                    sw = 0.0
-                    seta = 0.0
-                    sphi = 0.0
-                    for k in range(i0, i1):
-                        c = order[k] - nt
-                        if c < 0 or clu_layer[c] != _ECAL or rem[c] <= 0.0:
-                            continue
-                        if main < 0 or rem[c] > rem[main]:
-                            main = c
-                    for k in range(i0, i1):
-                        c = order[k] - nt
-                        if c < 0 or clu_layer[c] != _ECAL or rem[c] <= 0.0:
-                            continue
-                        sw += rem[c]
-                        seta += rem[c] * clu_eta[c]
-                        sphi += rem[c] * _dphi(clu_phi[c], clu_phi[main])
-                    eta = seta / sw
-                    o_cls[n] = _GAMMA
-                    o_eta[n] = eta
-                    o_phi[n] = _wrap(clu_phi[main] + sphi / sw)
-                    o_e[n] = e_pho
-                    o_pt[n] = e_pho / math.cosh(eta)
-                    o_clu[n] = main
-                    n += 1
-                if e_nh >= par[_P_NH_MINE]:
-                    main = -1
-                    for k in range(i0, i1):
-                        c = order[k] - nt
-                        if c < 0 or clu_layer[c] != _HCAL or rem[c] <= 0.0:
-                            continue
-                        if main < 0 or rem[c] > rem[main]:
-                            main = c
+                    main, eta, phi = _layer_centroid(order, i0, i1, nt, clu_layer, _ECAL, rem, clu_eta, clu_phi)
                     if main >= 0:
-                        sw = 0.0
-                        seta = 0.0
-                        sphi = 0.0
-                        for k in range(i0, i1):
-                            c = order[k] - nt
-                            if c < 0 or clu_layer[c] != _HCAL or rem[c] <= 0.0:
-                                continue
-                            sw += rem[c]
-                            seta += rem[c] * clu_eta[c]
-                            sphi += rem[c] * _dphi(clu_phi[c], clu_phi[main])
-                        eta = seta / sw
+                        o_cls[n] = _GAMMA
+                        o_eta[n] = eta
+                        o_phi[n] = phi
+                        o_e[n] = e_pho
+                        o_pt[n] = e_pho / math.cosh(eta)
+                        o_clu[n] = main
+                        n += 1
+                if e_nh >= par[_P_NH_MINE]:
+                    main, eta, phi = _layer_centroid(order, i0, i1, nt, clu_layer, _HCAL, rem, clu_eta, clu_phi)
+                    if main >= 0:
                         o_cls[n] = _NH
                         o_eta[n] = eta
-                        o_phi[n] = _wrap(clu_phi[main] + sphi / sw)
+                        o_phi[n] = phi
                         o_e[n] = e_nh
                         o_pt[n] = e_nh / math.cosh(eta)
                         o_clu[n] = main
