@@ -2,7 +2,8 @@
 
 Generates ttbar events (Pythia8 + detector simulation + PF baseline + targets) and single-particle guns, reads
 them back through the schema-checked reader, and reports detector response, target composition and the
-rule-based PF jet response against generator jets.
+rule-based PF jet response against generator jets, and runs every released MLPF model of the zoo on the same
+ttbar events (never seen in training: different seed) next to the PF baseline.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import numpy as np
 
 from hepzoo.datasets.generate import GenerationConfig, generate
 from hepzoo.datasets.io import read_events
+from hepzoo.datasets.jets import antikt_jets
 from hepzoo.datasets.schema import ClusterLayer, TargetClass
 from hepzoo.datasets.sources import SourceSpec
 
 from .jets import binned_response, jet_response, summarize_response
+from .mlpf import format_comparison, predict_candidates, reconstruction_metrics
+from .particles import pf_particles
 
 JET_PT_EDGES = np.array([20.0, 40.0, 60.0, 100.0, 200.0, 1000.0])
 
@@ -38,6 +42,7 @@ def run_demo(out_dir: Path, n_events: int = 200, workers: int = 2, seed: int = 7
         generate(config, path, workers=workers)
         events[name] = read_events(path)
 
+    zoo_candidates = _zoo_candidates(events["ttbar"])
     metrics = {
         "seed": seed,
         "n_events": n_events,
@@ -45,9 +50,17 @@ def run_demo(out_dir: Path, n_events: int = 200, workers: int = 2, seed: int = 7
             name: _calo_response(events[name]) for name in ("electron_gun", "pion_gun")
         },
         "ttbar": _ttbar_metrics(events["ttbar"]),
+        "zoo": {
+            name: {
+                "mlpf": reconstruction_metrics(events["ttbar"], candidates),
+                "pf": reconstruction_metrics(events["ttbar"], pf_particles(events["ttbar"])),
+                "n_events": len(events["ttbar"]),
+            }
+            for name, candidates in zoo_candidates.items()
+        },
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _plot(events["ttbar"], out_dir)
+    _plot(events["ttbar"], zoo_candidates, out_dir)
     return metrics
 
 
@@ -81,7 +94,23 @@ def _ttbar_metrics(events: ak.Array) -> dict:
     }
 
 
-def _plot(ttbar: ak.Array, out_dir: Path) -> None:
+def _zoo_models() -> dict:
+    """Every released MLPF model of the zoo, by ``name/version``."""
+    from hepzoo.export.zoo import list_releases
+    from hepzoo.models import get_spec
+
+    return {
+        f"{r.name}/{r.version}": r.build_model()
+        for r in list_releases()
+        if get_spec(r.config["model"]["name"]).family == "mlpf"
+    }
+
+
+def _zoo_candidates(ttbar: ak.Array) -> dict[str, ak.Array]:
+    return {name: predict_candidates(model, ttbar) for name, model in _zoo_models().items()}
+
+
+def _plot(ttbar: ak.Array, zoo_candidates: dict[str, ak.Array], out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,9 +118,14 @@ def _plot(ttbar: ak.Array, out_dir: Path) -> None:
     import mplhep
 
     plt.style.use(mplhep.style.CMS)
-    gen_pt, ratio, _ = jet_response(ttbar.genjet, ttbar.recojet)
+    _, ratio, _ = jet_response(ttbar.genjet, ttbar.recojet)
     fig, ax = plt.subplots(figsize=(8, 6))
-    ax.hist(ratio, bins=np.linspace(0.0, 2.0, 41), histtype="step", linewidth=2, label="rule-based PF")
+    bins = np.linspace(0.0, 2.0, 41)
+    ax.hist(ratio, bins=bins, histtype="step", linewidth=2, label="rule-based PF")
+    for name, cands in zoo_candidates.items():
+        jets = antikt_jets(cands.pt, cands.eta, cands.phi, cands.e)
+        _, model_ratio, _ = jet_response(ttbar.genjet, jets)
+        ax.hist(model_ratio, bins=bins, histtype="step", linewidth=2, label=name)
     ax.set_xlabel(r"jet $p_T^{reco} / p_T^{gen}$")
     ax.set_ylabel("jets / 0.05")
     ax.legend(title=r"$t\bar{t}$, anti-$k_T$ R=0.4, $p_T^{gen}>20$ GeV")
@@ -129,4 +163,7 @@ def format_metrics(metrics: dict) -> str:
             f"    pT {row['pt_lo']:5.0f}-{row['pt_hi']:<5.0f} n={row['n']:4d} median {row['median']:.3f} "
             f"IQR/median {row['iqr_over_median']:.3f}"
         )
+    for name, result in metrics.get("zoo", {}).items():
+        lines.append(f"  zoo model {name} vs rule-based PF on the same ttbar events:")
+        lines.extend("    " + line for line in format_comparison(result).splitlines())
     return "\n".join(lines)
