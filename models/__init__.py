@@ -18,7 +18,7 @@ from hepzoo.models.registry import (
 )
 
 # model modules (import order = nothing; each registers its own names)
-from hepzoo.models import mlpf_gnnlsh, mlpf_transformer  # noqa: E402,F401  isort: skip
+from hepzoo.models import flashsim_jet, flashsim_track, mlpf_gnnlsh, mlpf_transformer  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "DuplicateModelError",

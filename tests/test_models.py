@@ -4,6 +4,11 @@ What a test needs from a model comes from its ModelSpec: input/output names and 
 ``"elements"`` axis, the bool padding mask), dummy inputs, element granularity, export tolerance and
 permutation tolerance. The overfit test needs a synthetic problem per *family* (``_OVERFIT_PROBLEMS``).
 
+Family-aware: the element-axis checks (padding, permutation, granularity) and the MLPF overfit run on
+family ``"mlpf"`` (``MLPF_MODELS``); the flow checks (determinism, efficiency range, invertibility and
+log-density, conditional-Gaussian overfit, no searchsorted/NonZero/Compress in the ONNX graph) run on
+family ``"flashsim"`` (``FLASHSIM_MODELS``, the interface of ``hepzoo.models.flashsim_common``).
+
 The ONNX tests (names start with ``test_onnx``) export with the dynamo exporter; deselect them with
 ``-k "not onnx"``. They skip when onnx/onnxruntime are not installed.
 """
@@ -21,6 +26,8 @@ from hepzoo.models import create_model, get_spec, list_models
 from hepzoo.models import mlpf_common as common
 
 MODELS = list_models()
+MLPF_MODELS = list_models("mlpf")
+FLASHSIM_MODELS = list_models("flashsim")
 ELEMENTS = "elements"
 # Warnings raised inside torch's exporter itself (not by our code), on every export in torch 2.13:
 _EXPORT_WARNINGS = (
@@ -94,6 +101,13 @@ def test_spec_metadata(name):
         assert spec.inputs[0].feature_names == schema.ELEMENT_FEATURE_NAMES
         assert spec.outputs[0].feature_names == tuple(c.name.lower() for c in schema.TargetClass)
         assert spec.outputs[2].feature_names == ("pt", "eta", "sin_phi", "cos_phi", "e")
+    if spec.family == "flashsim":  # feature names come from flashsim_data's enums, via the model
+        assert spec.input_names == ("context", "noise") and spec.output_names == ("efficiency", "sample")
+        model = create_model(name)
+        assert spec.inputs[0].feature_names == model.context_names
+        assert spec.outputs[1].feature_names == model.target_names
+        assert spec.inputs[1].shape == spec.outputs[1].shape == ("batch", len(model.target_names))
+        assert spec.outputs[0].shape == ("batch",) and spec.permutation_tolerance is None
     # the spec's defaults are the builder's and the built model matches the spec's granularity
     model = create_model(name)
     assert getattr(model, "element_granularity", 1) == spec.export.element_granularity
@@ -119,7 +133,7 @@ def test_forward_shapes_finite(name, models):
             assert torch.isfinite(v).all(), f"{name}: non-finite {k} for an all-padding event"
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MLPF_MODELS)
 def test_element_granularity_enforced(name, models):
     g = _granularity(name)
     if g == 1:
@@ -129,7 +143,7 @@ def test_element_granularity_enforced(name, models):
         models[name](**inputs)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MLPF_MODELS)
 def test_padding_invariance(name, models):
     """Appending padded elements full of garbage leaves the real outputs unchanged."""
     mask_name = _require_elements(name)
@@ -169,7 +183,7 @@ def test_padding_invariance(name, models):
             torch.testing.assert_close(got, ref[t.name], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MLPF_MODELS)
 def test_permutation_equivariance(name, models):
     mask_name = _require_elements(name)
     spec, model = get_spec(name), models[name]
@@ -247,7 +261,7 @@ def _mlpf_problem(name: str):
 _OVERFIT_PROBLEMS = {"mlpf": _mlpf_problem}
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MLPF_MODELS)
 def test_overfit_small_batch(name):
     spec = get_spec(name)
     if spec.family not in _OVERFIT_PROBLEMS:
@@ -282,6 +296,8 @@ def test_onnx_export_parity(name, models, tmp_path):
     n_export = 2 * g if g > 1 else 48
     checks = [(3, 3 * g), (1, 5 * g)] if g > 1 else [(3, 37), (1, 131)]
     assert all(n != n_export for _, n in checks)
+    if spec.family == "flashsim":  # no element axis: batch sizes other than the export's 2; a non-trivial flow
+        model, checks = _nontrivial_flow(name), [(1, 0), (67, 0)]
 
     prog = torch.onnx.export(
         model,
@@ -297,6 +313,10 @@ def test_onnx_export_parity(name, models, tmp_path):
     prog.save(str(path))
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
+    if spec.family == "flashsim":  # flows must be built from export-friendly ops only
+        ops = {n.op_type for n in proto.graph.node}
+        bad = {op for op in ops if any(b in op.lower() for b in _FORBIDDEN_FLOW_OPS)}
+        assert not bad, f"{name}: the exported flow uses {sorted(bad)}"
 
     # the graph's interface is the spec's: names, symbolic axes, fixed feature widths
     def dims(vi):
@@ -324,3 +344,115 @@ def test_onnx_export_parity(name, models, tmp_path):
             torch.testing.assert_close(
                 out, r, atol=spec.export.atol, rtol=spec.export.rtol, msg=lambda m, t=t, n=n: f"{t.name} N={n}: {m}"
             )
+
+
+# ---- flash-sim flows (family "flashsim": interface of hepzoo.models.flashsim_common) -----------------------
+
+_FORBIDDEN_FLOW_OPS = ("searchsorted", "nonzero", "compress")
+
+
+def _nontrivial_flow(name: str, scale: float = 0.03, seed: int = 0) -> torch.nn.Module:
+    """A fresh model with perturbed weights (the untrained flow is the identity) and a non-trivial
+    normalisation, so the checks below exercise every coupling."""
+    torch.manual_seed(seed)
+    model = create_model(name).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    ctx = get_spec(name).make_inputs(512, 0, seed=seed + 2)["context"]
+    D = len(model.target_names)
+    model.set_normalization(
+        ctx.mean(0), ctx.std(0), torch.randn(D, generator=g), torch.rand(D, generator=g) * 3 + 0.5
+    )
+    return model
+
+
+@pytest.mark.parametrize("name", FLASHSIM_MODELS)
+def test_flashsim_noise_determinism_and_efficiency(name):
+    spec, model = get_spec(name), _nontrivial_flow(name)
+    inputs = spec.make_inputs(64, 0, seed=3)
+    other = dict(inputs, noise=spec.make_inputs(64, 0, seed=4)["noise"])
+    with torch.no_grad():
+        eff, sample = model(**inputs)
+        eff2, sample2 = model(**inputs)
+        eff3, sample3 = model(**other)
+        cont = model.from_noise(inputs["noise"], inputs["context"])
+    assert torch.equal(sample, sample2) and torch.equal(eff, eff2), "same noise must give the same output"
+    assert torch.equal(eff, eff3), "the efficiency does not depend on the noise"
+    assert (sample - sample3).abs().amax(dim=0).min() > 1e-3, "different noise must give different samples"
+    disc = model.is_discrete
+    torch.testing.assert_close(sample[:, disc], torch.round(cont[:, disc]))
+    torch.testing.assert_close(sample[:, ~disc], cont[:, ~disc])
+    for ctx in (inputs["context"], inputs["context"] * 1e3, -inputs["context"] * 1e3):
+        with torch.no_grad():
+            e, s = model(ctx, inputs["noise"])
+        assert torch.isfinite(e).all() and torch.isfinite(s).all()
+        assert ((e >= 0) & (e <= 1)).all()
+    # dequantisation: only the discrete columns move, by less than 1/2
+    tgt = torch.round(cont)
+    deq = model.dequantize(tgt, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(deq[:, ~disc], tgt[:, ~disc])
+    assert ((deq[:, disc] - tgt[:, disc]).abs() <= 0.5).all()
+
+
+@pytest.mark.parametrize("name", FLASHSIM_MODELS)
+def test_flashsim_invertible_and_log_prob(name):
+    spec, model = get_spec(name), _nontrivial_flow(name)
+    inputs = spec.make_inputs(128, 0, seed=5)
+    ctx, noise = inputs["context"], inputs["noise"]
+    with torch.no_grad():
+        x = model.from_noise(noise, ctx)
+        z = model.to_noise(x, ctx)
+        lp = model.log_prob(x, ctx)
+    torch.testing.assert_close(z, noise, atol=1e-4, rtol=0)
+    assert lp.shape == (128,) and torch.isfinite(lp).all()
+    # change of variables: log p(x) = log N(to_noise(x)) + log|det d to_noise / dx| (autograd Jacobian)
+    D = x.shape[1]
+    for i in range(4):
+        xi, ci = x[i : i + 1].double(), ctx[i : i + 1]
+        m64 = model.double()
+        jac = torch.autograd.functional.jacobian(lambda v: m64.to_noise(v, ci.double())[0], xi)[:, 0]
+        zi = m64.to_noise(xi, ci.double())[0]
+        expect = -0.5 * (zi * zi).sum() - 0.5 * D * math.log(2 * math.pi) + torch.linalg.slogdet(jac)[1]
+        model.float()
+        assert abs(lp[i].item() - expect.item()) < 1e-3 * max(1.0, abs(expect.item()))
+
+
+@pytest.mark.parametrize("name", FLASHSIM_MODELS)
+def test_flashsim_overfit_conditional_gaussian(name):
+    """A synthetic conditional Gaussian: target = context-dependent mean + small noise (discrete columns
+    rounded); efficiency = a sharp function of the context. NLL and BCE must fall clearly in 200 steps."""
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    g = torch.Generator().manual_seed(31)
+    ctx = spec.make_inputs(256, 0, seed=30)["context"]
+    u = (ctx - ctx.mean(0)) / ctx.std(0).clamp(min=1e-6)
+    D = len(model.target_names)
+    w = torch.randn(u.shape[1], D, generator=g) / math.sqrt(u.shape[1])
+    mean = u @ w
+    tgt = mean + 0.05 * torch.randn(mean.shape, generator=g)
+    tgt = torch.where(model.is_discrete, torch.round(5 + 4 * mean), tgt)
+    matched = (u[:, 0] + u[:, 1]) > 0
+    model.set_normalization(ctx.mean(0), ctx.std(0), tgt[matched].mean(0), tgt[matched].std(0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    deq_gen = torch.Generator().manual_seed(32)
+
+    def losses():
+        nll = -(model.log_prob(model.dequantize(tgt, deq_gen), ctx) * matched).sum() / matched.sum() / D
+        bce = F.binary_cross_entropy_with_logits(model.efficiency_logit(ctx), matched.float())
+        return nll, bce
+
+    nll0, bce0 = (v.item() for v in losses())
+    for _ in range(200):
+        nll, bce = losses()
+        opt.zero_grad()
+        (nll + bce).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        nll1, bce1 = (v.item() for v in losses())
+    assert math.isfinite(nll1) and math.isfinite(bce1)
+    assert nll1 < nll0 - 1.0, f"{name}: NLL/dim {nll0:.3f} -> {nll1:.3f} (expected a drop by > 1 nat)"
+    assert bce1 < bce0 / 3, f"{name}: efficiency BCE {bce0:.3f} -> {bce1:.3f}"

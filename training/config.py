@@ -9,6 +9,9 @@ Example (``configs/mlpf-gnnlsh.yaml``)::
     data: {train: ["data/train/*.root"], val: ["data/val/*.root"], batch_size: 16}
     optim: {lr: 1.0e-3, epochs: 10}
     output_dir: runs/mlpf-gnnlsh
+
+Flash-sim models (family ``flashsim``) train on object tables: ``data.kind: jet|track`` is required there,
+``data.batch_size`` counts table rows, ``data.buckets`` is not used (see ``hepzoo.training.tasks``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     name: str = Field(description="registry name (hepzoo.models.list_models()) or 'package.module:factory'")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model builder")
+    family: Literal["mlpf", "flashsim"] | None = Field(
+        None,
+        description="model family, which picks the training task (data, loss); null = the registry spec's "
+        "family (hepzoo.models.get_spec(name).family), or 'mlpf' for a 'package.module:factory' model",
+    )
     init_weights: str | None = Field(
         None,
         description="start from these weights (a training checkpoint or a state-dict file such as a zoo "
@@ -45,6 +53,18 @@ class DataConfig(_Section):
     buckets: list[int] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per training process")
     shuffle: bool = Field(True, description="shuffle work units, events and batches (seeded, per epoch)")
+    kind: Literal["jet", "track"] | None = Field(
+        None, description="flash-sim only (required there): which object table to train on"
+    )
+    norm_rows: int = Field(
+        100_000, gt=0, description="flash-sim only: training rows (per process) read for the normalisation stats"
+    )
+    dataset: str | None = Field(
+        None,
+        description="flash-sim only: 'package.module:factory' building the training/validation dataset with "
+        "FlashSimDataset's signature (paths, kind=, step_size=, batch_size=, shuffle=, seed=); "
+        "null = hepzoo.datasets.flashsim_data.FlashSimDataset",
+    )
 
     @field_validator("train", "val", mode="before")
     @classmethod
@@ -80,6 +100,8 @@ class LossConfig(_Section):
     cls_weight: float = Field(1.0, ge=0)
     charge_weight: float = Field(1.0, ge=0)
     reg_weight: float = Field(1.0, ge=0)
+    nll_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the mean NLL over matched rows")
+    eff_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the efficiency BCE over all rows")
 
     @field_validator("class_weights")
     @classmethod
@@ -112,6 +134,8 @@ class TrainConfig(_Section):
     def _check(self) -> TrainConfig:
         if self.optim.total_steps is not None and self.optim.warmup_steps > self.optim.total_steps:
             raise ValueError("optim.warmup_steps is larger than optim.total_steps")
+        if self.model.family == "flashsim" and self.data.kind is None:
+            raise ValueError("data.kind is required for flash-sim models: 'jet' or 'track'")
         return self
 
 

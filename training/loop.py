@@ -1,4 +1,4 @@
-"""The MLPF training loop: seeded, AdamW + warm-up/cosine schedule, gradient clipping, autocast, validation
+"""The training loop (MLPF and flash-sim models): seeded, AdamW + warm-up/cosine schedule, gradient clipping, autocast, validation
 each epoch, JSON-lines metrics, best/last checkpoints, exact resume, DDP under ``torchrun``.
 
 ``train(cfg)`` runs a whole training and returns a summary dict. Files in ``cfg.output_dir``:
@@ -16,6 +16,10 @@ states, so K steps + resume + (N - K) steps equals N uninterrupted steps.
 DDP: every step all ranks sum ``[has a batch, element counts]`` in one all-reduce; the epoch ends for all when
 any rank runs out of batches (shards can differ in length), and loss denominators are the global counts /
 world size, so the averaged gradient is the gradient of the global mean over all elements of the step.
+
+Model families: data, loss and one-off preparation come from a :class:`~hepzoo.training.tasks.Task` chosen by
+the model's family (``tasks.make_task``); everything else here is shared. Flash-sim runs set the model's
+normalisation from training data statistics on a fresh run (see ``hepzoo.training.tasks``).
 """
 
 from __future__ import annotations
@@ -35,13 +39,12 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from hepzoo.datasets import io
-from hepzoo.datasets.loader import MLPFDataset, element_counts, make_dataloader
-from hepzoo.datasets.ragged import group_by_bucket
 from hepzoo.training import checkpoint as ckpt
 from hepzoo.training import distributed as D
-from hepzoo.training.config import LossConfig, ModelConfig, TrainConfig, config_to_dict
-from hepzoo.training.losses import COMPONENTS, REGRESSION_NAMES, loss_counts, mlpf_loss
+from hepzoo.training.config import ModelConfig, TrainConfig, config_to_dict
+from hepzoo.training.tasks import count_batches_per_epoch, make_task, set_epoch
+
+__all__ = ["WarmupCosine", "Trainer", "build_model", "count_batches_per_epoch", "seed_everything", "train"]
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -86,18 +89,6 @@ class WarmupCosine:
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def count_batches_per_epoch(ds: MLPFDataset, info: D.DistInfo) -> int:
-    """Batches one rank sees per epoch (all batches / world size): reads only tracks and clusters once."""
-    total = 0
-    for path, start, stop in ds.units[info.rank :: info.world_size]:
-        chunk = io.read_range(path, start, stop, collections=["trk", "clu"], mapping=ds.mapping)
-        ntrk, nclu = element_counts(chunk)
-        groups = group_by_bucket(ntrk + nclu, ds.buckets)
-        total += sum(math.ceil(len(idx) / ds.batch_size) for idx in groups.values())
-    t = D.all_reduce_sum(torch.tensor([total], dtype=torch.float64, device=info.device), info)
-    return int(t.item()) // info.world_size
-
-
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     cuda = device.type == "cuda"
     if precision == "fp32":
@@ -119,15 +110,6 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _loss_kwargs(cfg: LossConfig) -> dict[str, Any]:
-    return {
-        "gamma": cfg.focal_gamma,
-        "class_weights": cfg.class_weights,
-        "huber_delta": cfg.huber_delta,
-        "weights": (cfg.cls_weight, cfg.charge_weight, cfg.reg_weight),
-    }
-
-
 class Trainer:
     """One training run (``train`` is the entry point). Methods are the steps of the loop, in order."""
 
@@ -135,7 +117,7 @@ class Trainer:
         self.cfg, self.info = cfg, info
         self.device = info.device
         self.out = Path(cfg.output_dir)
-        self.loss_kw = _loss_kwargs(cfg.loss)
+        self.task = make_task(cfg, info)
         self.t0 = time.perf_counter()
 
         seed_everything(cfg.seed)  # identical initial weights on every rank
@@ -145,18 +127,8 @@ class Trainer:
         net.to(self.device)
         self.net = net  # the bare module (state dicts, validation)
 
-        d = cfg.data
-        self.train_loader = make_dataloader(
-            d.train, batch_size=d.batch_size, step_size=d.step_size, buckets=d.buckets,
-            num_workers=d.num_workers, shuffle=d.shuffle, seed=cfg.seed,
-            generator=torch.Generator().manual_seed(cfg.seed), pin_memory=self.device.type == "cuda",
-        )  # fmt: skip
-        self.val_loader = None
-        if d.val:
-            self.val_loader = make_dataloader(
-                d.val, batch_size=d.batch_size, step_size=d.step_size, buckets=d.buckets,
-                num_workers=d.num_workers, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed),
-            )  # fmt: skip
+        self.train_loader = self.task.make_loader(cfg.data.train, train=True)
+        self.val_loader = self.task.make_loader(cfg.data.val, train=False) if cfg.data.val else None
 
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
@@ -169,8 +141,10 @@ class Trainer:
         self.rng_to_restore: dict[str, Any] | None = None
         state = self._resume_state()
         self.resumed = state is not None
+        if state is None and not cfg.model.init_weights:  # resume/fine-tune: buffers come with the weights
+            self.task.prepare(net, self.train_loader)
         self.total_steps = o.total_steps or (state or {}).get("total_steps") or (
-            o.epochs * max(1, count_batches_per_epoch(self.train_loader.dataset, info))
+            o.epochs * max(1, self.task.count_batches(self.train_loader))
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupCosine(min(o.warmup_steps, self.total_steps), self.total_steps, o.min_lr_ratio)
@@ -178,7 +152,8 @@ class Trainer:
         if state is not None:
             self._load_state(state)
         seed_everything(cfg.seed + info.rank)  # per-rank streams (dropout) for a fresh run
-        self.model = D.wrap_model(net, info)
+        self.objective = self.task.train_module(net)  # what a step runs (the model, or a wrapper of it)
+        self.model = D.wrap_model(self.objective, info)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def _resume_state(self) -> dict[str, Any] | None:
@@ -239,23 +214,19 @@ class Trainer:
     def _next_global(self, it: Iterator) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
         """This rank's next batch and the loss denominators, or (None, _) when any rank has run out."""
         batch = next(it, None)
-        stats = torch.zeros(4, dtype=torch.float32, device=self.device)
         if batch is not None:
             batch = _to(batch, self.device)
-            stats[0] = 1.0
-            stats[1:] = loss_counts(batch["target_cls"], batch["mask"])
+            counts = self.task.counts(batch).to(torch.float32)
+            stats = torch.cat([torch.ones(1, dtype=torch.float32, device=self.device), counts])
+        else:
+            stats = torch.zeros(1 + self.task.n_counts, dtype=torch.float32, device=self.device)
         D.all_reduce_sum(stats, self.info)
         if stats[0].item() < self.info.world_size:
             return None, stats
         return batch, stats[1:] / self.info.world_size
 
     def train_step(self, batch: dict[str, torch.Tensor], norm: torch.Tensor) -> dict[str, torch.Tensor]:
-        with self._autocast():
-            cls_logits, charge_logits, regression = self.model(batch["features"], batch["mask"])
-        losses = mlpf_loss(
-            cls_logits, charge_logits, regression,
-            batch["target_cls"], batch["target_reg"], batch["mask"], norm=norm, **self.loss_kw,
-        )  # fmt: skip
+        losses = self.task.losses(self.model, batch, norm, self._autocast)
         self.optimizer.zero_grad(set_to_none=True)
         clip = self.cfg.optim.grad_clip
         if self.scaler is not None:
@@ -282,27 +253,25 @@ class Trainer:
         """Mean loss components over all validation elements of all ranks (bare module: no DDP collectives)."""
         if self.val_loader is None:
             return None
-        self.net.eval()
-        names = [c for c in COMPONENTS if c not in ("total", "reg")]
+        task = self.task
+        names = list(task.val_sums)
         sums = torch.zeros(len(names), dtype=torch.float64, device=self.device)
-        counts = torch.zeros(3, dtype=torch.float64, device=self.device)
-        ones = torch.ones(3, device=self.device)
-        for batch in self.val_loader:
-            batch = _to(batch, self.device)
-            with self._autocast():
-                outs = self.net(batch["features"], batch["mask"])
-            parts = mlpf_loss(*outs, batch["target_cls"], batch["target_reg"], batch["mask"], norm=ones, **self.loss_kw)
-            sums += torch.stack([parts[n] for n in names]).double()
-            counts += loss_counts(batch["target_cls"], batch["mask"]).double()
+        counts = torch.zeros(task.n_counts, dtype=torch.float64, device=self.device)
+        ones = torch.ones(task.n_counts, device=self.device)
+        self.net.eval()
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # reproducible (noise inputs), leaves the training RNG alone
+            torch.manual_seed(self.cfg.seed)
+            for batch in self.val_loader:
+                batch = _to(batch, self.device)
+                parts = task.losses(self.objective, batch, ones, self._autocast)
+                sums += torch.stack([parts[n] for n in names]).double()
+                counts += task.counts(batch).double()
         D.all_reduce_sum(sums, self.info)
         D.all_reduce_sum(counts, self.info)
         self.net.train()
-        den = {"cls": counts[0], "charge": counts[1], **{n: counts[2] for n in REGRESSION_NAMES}}
-        val = {n: float(s / den[n].clamp(min=1)) for n, s in zip(names, sums)}
-        val["reg"] = sum(val[n] for n in REGRESSION_NAMES)
-        w = self.loss_kw["weights"]
-        val["total"] = w[0] * val["cls"] + w[1] * val["charge"] + w[2] * val["reg"]
-        return {k: val[k] for k in COMPONENTS}
+        means = {n: float(s / counts[task.val_sums[n]].clamp(min=1)) for n, s in zip(names, sums)}
+        return task.finalize_val(means)
 
     # ---- the loop ----------------------------------------------------------------------------------------
     def _done(self) -> bool:
@@ -311,7 +280,7 @@ class Trainer:
     def run_epoch(self) -> bool:
         """Train the rest of ``self.epoch``; False if ``max_steps`` stopped it before its end."""
         cfg = self.cfg
-        self.train_loader.dataset.set_epoch(self.epoch)
+        set_epoch(self.train_loader.dataset, self.epoch)
         it = iter(self.train_loader)
         for _ in range(self.batch_in_epoch):  # resume: the same seeded order, skip what was consumed
             if next(it, None) is None:
@@ -335,9 +304,9 @@ class Trainer:
                 self.batch_in_epoch += 1
                 bar.update(1)
                 if self.step % cfg.log_every_steps == 0 or self.step == 1:
-                    vals = torch.stack([losses[k] for k in COMPONENTS])
+                    vals = torch.stack([losses[k] for k in self.task.components])
                     vals = D.all_reduce_sum(vals, self.info) / self.info.world_size
-                    loss = {k: round(float(v), 6) for k, v in zip(COMPONENTS, vals)}
+                    loss = {k: round(float(v), 6) for k, v in zip(self.task.components, vals)}
                     bar.set_postfix(loss=f"{loss['total']:.4f}", lr=f"{lr:.2e}")
                     self.log({"step": self.step, "epoch": self.epoch, "lr": lr, "loss": loss})
                 if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:

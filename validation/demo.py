@@ -128,7 +128,9 @@ def _plot(ttbar: ak.Array, zoo_candidates: dict[str, ak.Array], out_dir: Path) -
         ax.hist(model_ratio, bins=bins, histtype="step", linewidth=2, label=name)
     ax.set_xlabel(r"jet $p_T^{reco} / p_T^{gen}$")
     ax.set_ylabel("jets / 0.05")
-    ax.legend(title=r"$t\bar{t}$, anti-$k_T$ R=0.4, $p_T^{gen}>20$ GeV")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.6)  # room for the legend above the peak
+    ax.legend(title=r"$t\bar{t}$, anti-$k_T$ R=0.4, $p_T^{gen}>20$ GeV", loc="upper left", fontsize="small",
+              title_fontsize="small")
     fig.savefig(out_dir / "jet_response.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
