@@ -109,11 +109,16 @@ def _write_markdown(result: dict, path: Path) -> None:
         "|---|---:|---:|---:|",
     ]
     table += [f"| {r['what']} | {r['workers']} | {r['events']} | {r['events_per_s']:.1f} |" for r in result["rows"]]
-    section = "\n".join([BEGIN, *table, END])
+    replace_section(path, BEGIN, END, "\n".join(table))
+
+
+def replace_section(path: Path, begin: str, end: str, body: str) -> None:
+    """Write ``body`` between the ``begin``/``end`` markers of ``path`` (appended if the markers are absent)."""
+    section = "\n".join([begin, body, end])
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery table here is written by a script.\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
