@@ -419,8 +419,17 @@ def test_flashsim_invertible_and_log_prob(name):
         assert abs(lp[i].item() - expect.item()) < 1e-3 * max(1.0, abs(expect.item()))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny training steps: one intra-op thread (no OpenMP spinning against other processes on 2 cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("name", FLASHSIM_MODELS)
-def test_flashsim_overfit_conditional_gaussian(name):
+def test_flashsim_overfit_conditional_gaussian(name, one_thread):
     """A synthetic conditional Gaussian: target = context-dependent mean + small noise (discrete columns
     rounded); efficiency = a sharp function of the context. NLL and BCE must fall clearly in 200 steps."""
     spec = get_spec(name)
