@@ -1,7 +1,8 @@
-"""hepzoo.training: config, losses, loop, checkpoints and DDP for the MLPF models (see DESIGN.md).
+"""hepzoo.training: config, losses, loop, checkpoints and DDP for the MLPF and flash-sim models (see DESIGN.md).
 
     from hepzoo.training import load_config, train
     result = train(load_config("configs/mlpf-gnnlsh.yaml", ["optim.lr=3e-4"]))
+    result = train(load_config("configs/flashsim-jet.yaml"))   # family-specific data/loss: training/tasks.py
 """
 
 from hepzoo.training.checkpoint import load_checkpoint, load_model_weights, save_checkpoint

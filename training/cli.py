@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m hepzoo.training.cli CONFIG.yaml [--set key=value ...]`` (torchrun-friendly)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="hepzoo-train", description="Train a hepzoo MLPF model.")
+    parser = argparse.ArgumentParser(prog="hepzoo-train", description="Train a hepzoo model (MLPF or flash-sim).")
     parser.add_argument("config", type=Path, help="training config (YAML)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
