@@ -167,4 +167,9 @@ def describe(release: Release) -> str:
             f"  ttbar jets (IQR/median): MLPF {jets['iqr_over_median']:.3f} vs PF {pf_jets['iqr_over_median']:.3f}; "
             f"median MLPF {jets['median']:.3f} vs PF {pf_jets['median']:.3f}"
         )
+    auc = metrics.get("auc")
+    if auc:
+        lines.append(
+            f"  fidelity vs full chain: classifier AUC {auc['flash_vs_full']:.3f} (noise floor {auc['noise_floor']:.3f})"
+        )
     return "\n".join(lines)

@@ -143,9 +143,16 @@ def zoo_release(
     version: Annotated[str, typer.Argument(help="release version")],
     recipe: Annotated[Path, typer.Option(help="script with the seeded generate/train commands")],
     test: Annotated[list[str], typer.Option(help="held-out ROOT files for the release metrics")],
+    noise_floor: Annotated[
+        Optional[list[str]], typer.Option(help="flash-sim: an independent full-chain sample (noise floor)")
+    ] = None,
     events: Annotated[int, typer.Option(help="test events used (0: all)")] = 0,
+    seed: Annotated[int, typer.Option(help="flash-sim: seed of the sampling noise")] = 1,
 ) -> None:
-    """Release a trained MLPF model into zoo/NAME/VERSION with its recipe and MLPF-vs-PF metrics.
+    """Release a trained model into zoo/NAME/VERSION with its recipe and physics metrics on held-out events.
+
+    MLPF: MLPF next to the rule-based PF. Flash-sim: W1/KS/classifier AUC/efficiency against the full chain,
+    next to the full-chain noise floor (needs --noise-floor).
 
     Example: hepzoo zoo release runs/finetune/mlpf-gnnlsh mlpf-gnnlsh 1 --recipe zoo/mlpf-recipe.sh --test data/ttbar_test.root
     """
@@ -153,17 +160,31 @@ def zoo_release(
 
     from hepzoo.datasets.io import expand_paths, read_events
     from hepzoo.export.zoo import create_release, sha256_of
-    from hepzoo.models import create_model
+    from hepzoo.models import create_model, get_spec
     from hepzoo.training.checkpoint import load_model_weights
-    from hepzoo.validation.mlpf import compare_with_baseline, format_comparison
 
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg = config["model"]
     model = create_model(cfg["name"], **cfg.get("kwargs", {}))
     model.load_state_dict(load_model_weights(run_dir / "best.pt"))
     test_files = expand_paths(test)
     data = read_events(test_files)
     data = data[:events] if events else data
-    metrics = compare_with_baseline(model, data)
+    if get_spec(cfg["name"]).family == "flashsim":
+        from hepzoo.validation.flashsim import evaluate, format_report
+
+        if not noise_floor:
+            raise ValueError("a flash-sim release needs --noise-floor: an independent full-chain sample")
+        floor_files = expand_paths(noise_floor)
+        floor = read_events(floor_files)
+        floor = floor[:events] if events else floor
+        metrics = evaluate(model, config["data"]["kind"], data, floor, seed=seed)
+        metrics["noise_floor_files"] = {str(p): sha256_of(p) for p in floor_files}
+        format_comparison = format_report
+    else:
+        from hepzoo.validation.mlpf import compare_with_baseline, format_comparison
+
+        metrics = compare_with_baseline(model, data)
     metrics["test_files"] = {str(p): sha256_of(p) for p in test_files}
     commands = [line.strip() for line in recipe.read_text().splitlines() if "generate" in line or " train " in line]
     dataset = {"recipe": str(recipe), "commands": commands}
