@@ -86,3 +86,30 @@ def test_release_command_measures_mlpf_against_pf(tmp_path, monkeypatch):
     assert set(metrics["mlpf"]) == set(metrics["pf"]) == {"particles", "jets"}
     assert metrics["pf"]["jets"]["inclusive"]["n"] > 0
     assert release.dataset["commands"] == ["hepzoo generate ttbar -n 4 --seed 9 -o test.root"]
+
+
+def test_release_command_measures_flashsim_against_the_noise_floor(tmp_path, monkeypatch):
+    from hepzoo.datasets.generate import GenerationConfig, generate
+    from hepzoo.datasets.sources import SourceSpec
+
+    run = tmp_path / "run"
+    model = create_model("flashsim-jet")
+    save_checkpoint(run / "best.pt", {"model": model.state_dict(), "step": 1})
+    config = {"model": {"name": "flashsim-jet", "kwargs": {}}, "data": {"kind": "jet"}, "seed": 1,
+              "optim": {"epochs": 1, "lr": 1e-3}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    files = []
+    for seed in (11, 12):
+        files.append(tmp_path / f"full_{seed}.root")
+        generate(GenerationConfig(SourceSpec("ttbar"), n_events=6, seed=seed), files[-1], progress=False)
+    recipe = tmp_path / "recipe.sh"
+    recipe.write_text("hepzoo generate ttbar -n 6 --seed 11 -o full_11.root\n")
+    monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
+    args = ["zoo", "release", str(run), "fj", "1", "--recipe", str(recipe), "--test", str(files[0])]
+    missing_floor = CliRunner().invoke(app, args)
+    assert missing_floor.exit_code == 1 and "--noise-floor" in missing_floor.output
+    result = CliRunner().invoke(app, [*args, "--noise-floor", str(files[1])])
+    assert result.exit_code == 0, result.output
+    metrics = find_release("fj", root=tmp_path / "zoo").metrics
+    assert metrics["kind"] == "jet" and set(metrics["auc"]) >= {"flash_vs_full", "noise_floor"}
+    assert set(metrics["variables"]) == {"pt_response", "deta", "dphi", "mass", "n_const"}
