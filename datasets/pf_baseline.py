@@ -276,22 +276,21 @@ def _calib_factor(x, y, logE):
 
 
 @njit(cache=True)
+def _quadrature(stochastic, constant, noise, e):
+    """Absolute resolution of energy ``e``: sqrt((s*sqrt(E))^2 + (c*E)^2 + n^2)."""
+    s = stochastic * math.sqrt(e)
+    c = constant * e
+    return math.sqrt(s * s + c * c + noise * noise)
+
+
+@njit(cache=True)
 def _sigma_had(par, e):
-    e = max(e, 0.5)
-    s = par[_P_HR_S] * math.sqrt(e)
-    c = par[_P_HR_C] * e
-    n = par[_P_HR_N]
-    return math.sqrt(s * s + c * c + n * n)
+    return _quadrature(par[_P_HR_S], par[_P_HR_C], par[_P_HR_N], max(e, 0.5))
 
 
 @njit(cache=True)
 def _sigma_ecal(par, e):
-    e = max(e, 0.1)
-    s = par[_P_ER_S] * math.sqrt(e)
-    c = par[_P_ER_C] * e
-    n = par[_P_ER_N]
-    return math.sqrt(s * s + c * c + n * n)
-
+    return _quadrature(par[_P_ER_S], par[_P_ER_C], par[_P_ER_N], max(e, 0.1))
 
 
 @njit(cache=True)
