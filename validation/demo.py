@@ -3,7 +3,8 @@
 Generates ttbar events (Pythia8 + detector simulation + PF baseline + targets) and single-particle guns, reads
 them back through the schema-checked reader, and reports detector response, target composition and the
 rule-based PF jet response against generator jets, and runs every released MLPF model of the zoo on the same
-ttbar events (never seen in training: different seed) next to the PF baseline.
+ttbar events (never seen in training: different seed) next to the PF baseline, and every released flash-sim
+model against that full chain, next to the noise floor of a second, independent ttbar sample.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from hepzoo.datasets.sources import SourceSpec
 
 from .jets import binned_response, jet_response, summarize_response
 from .mlpf import format_comparison, predict_candidates, reconstruction_metrics
+from .flashsim import evaluate as evaluate_flashsim
+from .flashsim import flash_sample
+from .flashsim import format_report as format_flashsim
 from .particles import pf_particles
 
 JET_PT_EDGES = np.array([20.0, 40.0, 60.0, 100.0, 200.0, 1000.0])
@@ -32,13 +36,16 @@ def run_demo(out_dir: Path, n_events: int = 200, workers: int = 2, seed: int = 7
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = {
         "ttbar": SourceSpec("ttbar"),
+        # an independent full-chain sample of the same process: the noise floor of the flash-sim comparison
+        "ttbar_b": SourceSpec("ttbar"),
         "electron_gun": SourceSpec("gun", gun_pid=11, gun_pt=(5.0, 100.0), gun_eta=(-1.4, 1.4)),
         "pion_gun": SourceSpec("gun", gun_pid=211, gun_pt=(5.0, 100.0), gun_eta=(-1.4, 1.4)),
     }
     events = {}
     for name, spec in samples.items():
         path = out_dir / f"{name}.root"
-        config = GenerationConfig(spec, n_events=n_events, seed=seed, chunk_size=50)
+        sample_seed = seed + 1000 if name == "ttbar_b" else seed
+        config = GenerationConfig(spec, n_events=n_events, seed=sample_seed, chunk_size=50)
         generate(config, path, workers=workers)
         events[name] = read_events(path)
 
@@ -58,9 +65,14 @@ def run_demo(out_dir: Path, n_events: int = 200, workers: int = 2, seed: int = 7
             }
             for name, candidates in zoo_candidates.items()
         },
+        "flashsim": {
+            name: evaluate_flashsim(model, kind, events["ttbar"], events["ttbar_b"], seed=seed)
+            for name, (model, kind) in _zoo_models("flashsim").items()
+        },
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _plot(events["ttbar"], zoo_candidates, out_dir)
+    _plot_flashsim(events["ttbar"], seed, out_dir)
     return metrics
 
 
@@ -94,20 +106,23 @@ def _ttbar_metrics(events: ak.Array) -> dict:
     }
 
 
-def _zoo_models() -> dict:
-    """Every released MLPF model of the zoo, by ``name/version``."""
+def _zoo_models(family: str) -> dict:
+    """Released models of one family, by ``name/version``: MLPF -> model, flash-sim -> (model, kind)."""
     from hepzoo.export.zoo import list_releases
     from hepzoo.models import get_spec
 
-    return {
-        f"{r.name}/{r.version}": r.build_model()
-        for r in list_releases()
-        if get_spec(r.config["model"]["name"]).family == "mlpf"
-    }
+    models = {}
+    for release in list_releases():
+        if get_spec(release.config["model"]["name"]).family != family:
+            continue
+        model = release.build_model()
+        key = f"{release.name}/{release.version}"
+        models[key] = (model, release.config["data"]["kind"]) if family == "flashsim" else model
+    return models
 
 
 def _zoo_candidates(ttbar: ak.Array) -> dict[str, ak.Array]:
-    return {name: predict_candidates(model, ttbar) for name, model in _zoo_models().items()}
+    return {name: predict_candidates(model, ttbar) for name, model in _zoo_models("mlpf").items()}
 
 
 def _plot(ttbar: ak.Array, zoo_candidates: dict[str, ak.Array], out_dir: Path) -> None:
@@ -144,6 +159,34 @@ def _plot(ttbar: ak.Array, zoo_candidates: dict[str, ak.Array], out_dir: Path) -
     plt.close(fig)
 
 
+def _plot_flashsim(ttbar: ak.Array, seed: int, out_dir: Path) -> None:
+    """Jet pT response of matched jets: the released flash-sim jet model vs the full chain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hepzoo.datasets.flashsim_data import JetTarget, jet_table
+
+    for name, (model, kind) in _zoo_models("flashsim").items():
+        if kind != "jet":
+            continue
+        table = jet_table(ttbar)
+        flash = flash_sample(model, table["context"], seed)
+        column = int(JetTarget.PT_RESPONSE)
+        fig, ax = plt.subplots(figsize=(8, 6))
+        bins = np.linspace(0.4, 1.6, 49)
+        full = table["target"][table["matched"], column]
+        ax.hist(full, bins=bins, histtype="step", linewidth=2, label="full chain (detector sim + PF)")
+        ax.hist(flash["target"][flash["matched"], column], bins=bins, histtype="step", linewidth=2, label=name)
+        ax.set_xlabel(r"matched jet $p_T^{reco} / p_T^{gen}$")
+        ax.set_ylabel("jets / 0.025")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.4)
+        ax.legend(loc="upper left", fontsize="small")
+        fig.savefig(out_dir / f"flashsim_{name.replace('/', '_')}_response.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+
+
 def format_metrics(metrics: dict) -> str:
     """Human-readable summary printed by the CLI."""
     lines = [f"demo: {metrics['n_events']} events per sample, seed {metrics['seed']}"]
@@ -168,4 +211,7 @@ def format_metrics(metrics: dict) -> str:
     for name, result in metrics.get("zoo", {}).items():
         lines.append(f"  zoo model {name} vs rule-based PF on the same ttbar events:")
         lines.extend("    " + line for line in format_comparison(result).splitlines())
+    for name, report in metrics.get("flashsim", {}).items():
+        lines.append(f"  zoo model {name}:")
+        lines.extend("    " + line for line in format_flashsim(report).splitlines())
     return "\n".join(lines)
