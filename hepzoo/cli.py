@@ -99,6 +99,34 @@ def demo(
     typer.echo(f"plots and metrics.json in {out}/")
 
 
+@app.command()
+@_clear_errors
+def export(
+    name: Annotated[str, typer.Argument(help="release name, e.g. mlpf-gnnlsh")],
+    version: Annotated[Optional[str], typer.Option(help="version (default: the highest)")] = None,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: the model's, else the exporter's)")] = None,
+) -> None:
+    """Export a zoo release to model.onnx (dynamo exporter), check ONNX Runtime vs torch parity, write card.json.
+
+    Nothing is written when the parity check fails (the error names the output tensor and the deviation).
+
+    Example: hepzoo export mlpf-gnnlsh --version 1
+    """
+    from hepzoo.export.onnx_export import export_release
+    from hepzoo.export.zoo import find_release
+
+    release = find_release(name, version)
+    typer.echo(f"exporting {release.name} {release.version} ({release.path}) ...")
+    onnx_path, card = export_release(release, opset=opset)
+    tol = card.tolerance
+    typer.echo(f"parity, ONNX Runtime CPU vs torch (atol {tol.atol:g}, rtol {tol.rtol:g}):")
+    for p in card.parity:
+        size = f"batch {p.batch}" + (f", {p.n_elements} elements" if p.n_elements is not None else "")
+        typer.echo(f"  {p.output:16s} {size:28s} max |diff| {p.max_abs_diff:.3g}  {'ok' if p.passed else 'FAIL'}")
+    typer.echo(f"model: {onnx_path}  (sha256 {card.onnx.sha256[:16]}..., opset {card.onnx.opset})")
+    typer.echo(f"card:  {onnx_path.parent / 'card.json'}")
+
+
 zoo_app = typer.Typer(no_args_is_help=True, help="Released models under zoo/<name>/<version>/.")
 app.add_typer(zoo_app, name="zoo")
 
