@@ -64,6 +64,12 @@ def test_committed_releases_load_and_run(release):
     outputs = model(*inputs.values())
     assert all(torch.isfinite(o).all() for o in outputs)
     assert release.dataset.get("commands"), "a release must record its dataset recipe"
+    card_path = release.path / "card.json"
+    if card_path.exists():  # exported: the card validates and matches the model.onnx next to it
+        from hepzoo.export.card import load_card
+
+        card = load_card(card_path)
+        assert card.name == release.name and card.version == release.version
 
 
 def test_release_command_measures_mlpf_against_pf(tmp_path, monkeypatch):
