@@ -1,1 +1,18 @@
-"""hepzoo.runtime: see DESIGN.md."""
+"""hepzoo.runtime: released models on inference backends (DESIGN.md contract 4).
+
+``Session.load("mlpf-transformer")`` resolves a zoo name, version or release folder, verifies the card and
+the sha256 of ``model.onnx``, and picks a backend (``"auto"``: the best available).
+"""
+
+from .backends import PRIORITY, Backend, OnnxRuntimeCPUBackend, available_backends, create_backend
+from .session import Session, resolve_release_dir
+
+__all__ = [
+    "PRIORITY",
+    "Backend",
+    "OnnxRuntimeCPUBackend",
+    "Session",
+    "available_backends",
+    "create_backend",
+    "resolve_release_dir",
+]

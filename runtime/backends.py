@@ -1,0 +1,119 @@
+"""Inference backends behind :class:`hepzoo.runtime.Session` (DESIGN.md contract 4).
+
+A backend runs one exported graph: ``run({input name: array}) -> {output name: array}`` on host NumPy
+arrays, nothing else (padding, bucketing and noise are the session's job). ``backend="auto"`` picks the first
+available backend in :data:`PRIORITY` (tensorrt > onnxruntime-cuda > torch-cuda > onnxruntime-cpu > numba);
+only ``onnxruntime-cpu`` is implemented so far.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "PRIORITY",
+    "Backend",
+    "OnnxRuntimeCPUBackend",
+    "available_backends",
+    "create_backend",
+]
+
+# the order ``auto`` tries, best first (DESIGN.md contract 4); names not in BACKENDS are not implemented yet
+PRIORITY: tuple[str, ...] = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "numba")
+
+
+class Backend(abc.ABC):
+    """One loaded graph on one device."""
+
+    name: str = "abstract"
+
+    @property
+    @abc.abstractmethod
+    def input_names(self) -> list[str]: ...
+
+    @property
+    @abc.abstractmethod
+    def output_names(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host arrays in (by graph input name), host arrays out (by graph output name)."""
+
+
+class OnnxRuntimeCPUBackend(Backend):
+    """ONNX Runtime, ``CPUExecutionProvider``; one intra-op and one inter-op thread by default
+    (the caller's framework owns threading)."""
+
+    name = "onnxruntime-cpu"
+
+    def __init__(self, onnx_path: str | Path, intra_op_threads: int = 1, inter_op_threads: int = 1):
+        import onnxruntime as ort
+
+        if intra_op_threads < 1 or inter_op_threads < 1:
+            raise ValueError(
+                f"thread counts must be >= 1, got intra_op_threads={intra_op_threads}, inter_op_threads={inter_op_threads}"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(intra_op_threads)
+        options.inter_op_num_threads = int(inter_op_threads)
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.onnx_path = Path(onnx_path)
+        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    @property
+    def intra_op_threads(self) -> int:
+        return int(self.session.get_session_options().intra_op_num_threads)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self._inputs if n not in inputs]
+        if missing:
+            raise ValueError(f"{self.onnx_path}: missing graph inputs {missing} (graph takes {self._inputs})")
+        feeds = {n: np.ascontiguousarray(inputs[n]) for n in self._inputs}
+        values = self.session.run(self._outputs, feeds)
+        return dict(zip(self._outputs, values, strict=True))
+
+
+def _onnxruntime_cpu_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CPUExecutionProvider" in ort.get_available_providers()
+
+
+# name -> (is it usable here?, factory(onnx_path, intra_op_threads))
+BACKENDS: dict[str, tuple[Callable[[], bool], Callable[..., Backend]]] = {
+    "onnxruntime-cpu": (_onnxruntime_cpu_available, OnnxRuntimeCPUBackend),
+}
+
+
+def available_backends() -> list[str]:
+    """Implemented backends usable on this machine, best first."""
+    return [name for name in PRIORITY if name in BACKENDS and BACKENDS[name][0]()]
+
+
+def create_backend(name: str, onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+    """``name`` is a backend name or ``"auto"`` (the best available one)."""
+    available = available_backends()
+    if name == "auto":
+        if not available:
+            raise RuntimeError("no inference backend is available (install onnxruntime)")
+        name = available[0]
+    if name not in available:
+        why = "not available on this machine" if name in BACKENDS else "unknown"
+        raise ValueError(f"backend {name!r} is {why}; available backends: {available} (or 'auto')")
+    return BACKENDS[name][1](onnx_path, intra_op_threads=intra_op_threads)
