@@ -30,7 +30,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ __all__ = ["WarmupCosine", "Trainer", "build_model", "count_batches_per_epoch", 
 LAST = "last.pt"
 BEST = "best.pt"
 METRICS = "metrics.jsonl"
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
 
 
 def seed_everything(seed: int) -> None:
@@ -113,8 +115,15 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 class Trainer:
     """One training run (``train`` is the entry point). Methods are the steps of the loop, in order."""
 
-    def __init__(self, cfg: TrainConfig, info: D.DistInfo, model: torch.nn.Module | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        info: D.DistInfo,
+        model: torch.nn.Module | None = None,
+        on_epoch_end: EpochCallback | None = None,
+    ):
         self.cfg, self.info = cfg, info
+        self.on_epoch_end = on_epoch_end
         self.device = info.device
         self.out = Path(cfg.output_dir)
         self.task = make_task(cfg, info)
@@ -315,6 +324,10 @@ class Trainer:
             bar.close()
         return not self._done()
 
+    def _epoch_summary(self) -> dict[str, Any]:
+        """What ``on_epoch_end`` gets: the epoch's validation components and where its checkpoint is."""
+        return {"step": self.step, "val": self.last_val, "best_val": self.best_val, "last": self.out / LAST}
+
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         if self.info.is_main:
@@ -338,6 +351,8 @@ class Trainer:
             self.epoch += 1
             self.batch_in_epoch = 0
             self.save(*names)
+            if self.on_epoch_end is not None and self.info.is_main:
+                self.on_epoch_end(self.epoch - 1, self._epoch_summary())
             if self._done():
                 break
         return {
@@ -352,8 +367,14 @@ class Trainer:
         }
 
 
-def train(cfg: TrainConfig, *, model: torch.nn.Module | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, *, model: torch.nn.Module | None = None, on_epoch_end: EpochCallback | None = None
+) -> dict[str, Any]:
     """Run a training described by ``cfg`` (``model``: use this module instead of building ``cfg.model``).
+
+    ``on_epoch_end(epoch, metrics)`` (rank 0 only) runs after each completed epoch's validation and
+    checkpoint, with the 0-based epoch and ``{"step", "val", "best_val", "last"}``; hyper-parameter search
+    (``hepzoo.training.tune``) reports from it. It may raise to stop the run.
 
     Under torchrun every rank calls this; the process group is created here and destroyed at the end.
     Returns ``{"step", "epoch", "total_steps", "best_val", "val", "last", "best", "model"}``.
@@ -361,7 +382,7 @@ def train(cfg: TrainConfig, *, model: torch.nn.Module | None = None) -> dict[str
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = D.init_distributed(cfg.device)
     try:
-        return Trainer(cfg, info, model).run()
+        return Trainer(cfg, info, model, on_epoch_end).run()
     finally:
         if owns_group:
             D.cleanup_distributed()
