@@ -3,7 +3,7 @@
 A backend runs one exported graph: ``run({input name: array}) -> {output name: array}`` on host NumPy
 arrays, nothing else (padding, bucketing and noise are the session's job). ``backend="auto"`` picks the first
 available backend in :data:`PRIORITY` (tensorrt > onnxruntime-cuda > torch-cuda > onnxruntime-cpu > numba);
-only ``onnxruntime-cpu`` is implemented so far.
+``onnxruntime-cpu`` and ``numba`` (the graph interpreted with Numba kernels, no ONNX Runtime) are implemented.
 """
 
 from __future__ import annotations
@@ -95,9 +95,25 @@ def _onnxruntime_cpu_available() -> bool:
     return "CPUExecutionProvider" in ort.get_available_providers()
 
 
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+        import onnx  # noqa: F401  (parses model.onnx; it does not need onnxruntime)
+    except ImportError:
+        return False
+    return True
+
+
+def _numba_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+    from .numba_backend import NumbaBackend
+
+    return NumbaBackend(onnx_path, intra_op_threads=intra_op_threads)
+
+
 # name -> (is it usable here?, factory(onnx_path, intra_op_threads))
 BACKENDS: dict[str, tuple[Callable[[], bool], Callable[..., Backend]]] = {
     "onnxruntime-cpu": (_onnxruntime_cpu_available, OnnxRuntimeCPUBackend),
+    "numba": (_numba_available, _numba_backend),
 }
 
 

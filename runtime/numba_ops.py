@@ -1,0 +1,431 @@
+"""Numba kernels behind the ``numba`` backend (:mod:`hepzoo.runtime.numba_backend`).
+
+Each kernel implements one ONNX operator (opset 20) — or a fused group of them — on C-contiguous host arrays
+that the backend has already flattened to the 1-, 2- or 3-D view the kernel takes; NumPy-level reshapes,
+broadcasts and axis moves stay in the backend. All kernels are serial (``parallel=False``: the caller's
+framework owns threading) and cached on disk (``cache=True``), so a second process does not recompile.
+
+**Elementwise programs.** A chain of elementwise operators on one tensor (``Sub(x, mean)``, ``Div(., std)``,
+``Tanh``, ``Exp``, ``Gelu``, ...) is encoded as a small program: one op code per step plus a constant operand
+``consts[step, c]`` that varies along the last axis (``c``) or not at all (one column). :func:`apply_program`
+runs a program on a tensor in one pass, and :func:`dense` runs it as the epilogue of a matrix product (fused
+``MatMul``/``Gemm`` + bias + activation), so no intermediate tensor is written.
+
+Every kernel has a NumPy reference in ``tests/test_numba_backend.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "OP_CODES",
+    "apply_program",
+    "argmax_last",
+    "bmm",
+    "dense",
+    "gather_elements",
+    "layer_norm",
+    "run_program_numpy",
+    "scatter_elements",
+    "softmax",
+    "topk",
+]
+
+# fastmath flags that allow reordering sums (matrix products) but keep inf/NaN semantics (-inf masks)
+_FM = {"reassoc", "contract", "nsz", "arcp"}
+
+# ---- elementwise programs ------------------------------------------------------------------------------------
+
+# op code -> (name, takes a constant operand); binary codes read consts[step, c] (``R*``: constant on the left)
+OP_CODES: dict[str, int] = {
+    "ADD": 0,
+    "SUB": 1,
+    "RSUB": 2,
+    "MUL": 3,
+    "DIV": 4,
+    "RDIV": 5,
+    "MAX": 6,  # Clip min
+    "MIN": 7,  # Clip max
+    "NEG": 10,
+    "EXP": 11,
+    "LOG": 12,
+    "TANH": 13,
+    "SIGMOID": 14,
+    "GELU": 15,
+    "GELU_TANH": 16,
+    "ABS": 17,
+    "ASINH": 18,
+    "ROUND": 19,
+    "RELU": 20,
+    "SQRT": 21,
+    "ERF": 22,
+}
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_SQRT_2_PI = math.sqrt(2.0 / math.pi)
+
+
+@njit(cache=True, inline="always")
+def _step(code, v, c):
+    """One elementwise step on the scalar ``v`` with constant ``c`` (ignored by unary codes)."""
+    if code == 0:
+        return v + c
+    if code == 1:
+        return v - c
+    if code == 2:
+        return c - v
+    if code == 3:
+        return v * c
+    if code == 4:
+        return v / c
+    if code == 5:
+        return c / v
+    if code == 6:  # Clip min: NaN stays NaN
+        return c if v < c else v
+    if code == 7:
+        return c if v > c else v
+    if code == 10:
+        return -v
+    if code == 11:
+        return math.exp(v)
+    if code == 12:
+        return math.log(v) if v >= 0 else math.nan
+    if code == 13:
+        return math.tanh(v)
+    if code == 14:
+        if v >= 0:
+            return 1.0 / (1.0 + math.exp(-v))
+        e = math.exp(v)
+        return e / (1.0 + e)
+    if code == 15:
+        return 0.5 * v * (1.0 + math.erf(v * _SQRT1_2))
+    if code == 16:
+        return 0.5 * v * (1.0 + math.tanh(_SQRT_2_PI * (v + 0.044715 * v * v * v)))
+    if code == 17:
+        return abs(v)
+    if code == 18:
+        return math.asinh(v)
+    if code == 19:
+        return np.rint(v)  # half to even, as ONNX Round
+    if code == 20:
+        return v if v > 0 else 0.0 * v
+    if code == 21:
+        return math.sqrt(v) if v >= 0 else math.nan
+    if code == 22:
+        return math.erf(v)
+    return math.nan  # unreachable: the backend only emits the codes above
+
+
+@njit(cache=True)
+def _run(codes, consts, v, col):
+    for p in range(codes.size):
+        v = _step(codes[p], v, consts[p, col])
+    return v
+
+
+@njit(cache=True)
+def apply_program(x, codes, consts):
+    """``x`` (any shape, C-contiguous) through the program; ``consts[p]`` has 1 column or ``x.shape[-1]``."""
+    out = np.empty_like(x)
+    flat_in = x.reshape(-1)
+    flat_out = out.reshape(-1)
+    ncol = consts.shape[1]
+    if ncol == 1:
+        for i in range(flat_in.size):
+            flat_out[i] = _run(codes, consts, flat_in[i], 0)
+    else:
+        rows = flat_in.size // ncol
+        for r in range(rows):
+            base = r * ncol
+            for j in range(ncol):
+                flat_out[base + j] = _run(codes, consts, flat_in[base + j], j)
+    return out
+
+
+def run_program_numpy(x: np.ndarray, codes: np.ndarray, consts: np.ndarray) -> np.ndarray:
+    """NumPy reference of :func:`apply_program` (one pass per step), used by tests and constant folding."""
+    from scipy.special import erf
+
+    names = {v: k for k, v in OP_CODES.items()}
+    v = np.array(x, dtype=x.dtype, copy=True)
+    for p, code in enumerate(codes):
+        c = consts[p] if consts.shape[1] > 1 else consts[p, 0]
+        c = np.asarray(c, dtype=x.dtype)
+        name = names[int(code)]
+        with np.errstate(all="ignore"):
+            v = {
+                "ADD": lambda: v + c,
+                "SUB": lambda: v - c,
+                "RSUB": lambda: c - v,
+                "MUL": lambda: v * c,
+                "DIV": lambda: v / c,
+                "RDIV": lambda: c / v,
+                "MAX": lambda: np.where(v < c, c, v),
+                "MIN": lambda: np.where(v > c, c, v),
+                "NEG": lambda: -v,
+                "EXP": lambda: np.exp(v),
+                "LOG": lambda: np.log(v),
+                "TANH": lambda: np.tanh(v),
+                "SIGMOID": lambda: 1.0 / (1.0 + np.exp(-v)),
+                "GELU": lambda: 0.5 * v * (1.0 + erf(v * _SQRT1_2)),
+                "GELU_TANH": lambda: 0.5 * v * (1.0 + np.tanh(_SQRT_2_PI * (v + 0.044715 * v**3))),
+                "ABS": lambda: np.abs(v),
+                "ASINH": lambda: np.arcsinh(v),
+                "ROUND": lambda: np.rint(v),
+                "RELU": lambda: np.maximum(v, 0),
+                "SQRT": lambda: np.sqrt(v),
+                "ERF": lambda: erf(v),
+            }[name]().astype(x.dtype)
+    return v
+
+
+# ---- matrix products -----------------------------------------------------------------------------------------
+
+
+@njit(cache=True, fastmath=_FM)
+def dense(x, w, bias, codes, consts):
+    """``program(x @ w + bias)``: x ``[M, K]``, w ``[K, N]``, bias ``[N]`` (all C-contiguous) -> ``[M, N]``.
+
+    Rows are computed four at a time so each loaded row of ``w`` feeds four accumulator rows; the program
+    (activation and any following elementwise steps) runs on each finished row while it is still in cache.
+    """
+    m, kdim = x.shape
+    n = w.shape[1]
+    out = np.empty((m, n), dtype=x.dtype)
+    acc = np.empty((4, n), dtype=x.dtype)
+    ncol = consts.shape[1]
+    i = 0
+    while i < m:
+        rows = min(4, m - i)
+        for r in range(rows):
+            for j in range(n):
+                acc[r, j] = bias[j]
+        if rows == 4:
+            for k in range(kdim):
+                a0 = x[i, k]
+                a1 = x[i + 1, k]
+                a2 = x[i + 2, k]
+                a3 = x[i + 3, k]
+                for j in range(n):
+                    wk = w[k, j]
+                    acc[0, j] += a0 * wk
+                    acc[1, j] += a1 * wk
+                    acc[2, j] += a2 * wk
+                    acc[3, j] += a3 * wk
+        else:
+            for r in range(rows):
+                for k in range(kdim):
+                    a = x[i + r, k]
+                    for j in range(n):
+                        acc[r, j] += a * w[k, j]
+        for r in range(rows):
+            if codes.size == 0:
+                for j in range(n):
+                    out[i + r, j] = acc[r, j]
+            elif ncol == 1:
+                for j in range(n):
+                    out[i + r, j] = _run(codes, consts, acc[r, j], 0)
+            else:
+                for j in range(n):
+                    out[i + r, j] = _run(codes, consts, acc[r, j], j)
+        i += rows
+    return out
+
+
+@njit(cache=True, fastmath=_FM)
+def bmm(a, b):
+    """Batched product of two runtime tensors: a ``[B, M, K]`` @ b ``[B, K, N]`` -> ``[B, M, N]``."""
+    nb, m, kdim = a.shape
+    n = b.shape[2]
+    out = np.zeros((nb, m, n), dtype=a.dtype)
+    for t in range(nb):
+        for i in range(m):
+            for k in range(kdim):
+                av = a[t, i, k]
+                for j in range(n):
+                    out[t, i, j] += av * b[t, k, j]
+    return out
+
+
+# ---- normalisation, softmax ----------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def layer_norm(x, gamma, beta, eps):
+    """LayerNormalization over the last axis of x ``[R, D]`` (float32 statistics kept in float64).
+
+    Returns ``(y, mean [R], inv_std [R])``; ``gamma``/``beta`` are ``[D]``.
+    """
+    r, d = x.shape
+    y = np.empty_like(x)
+    mean = np.empty(r, dtype=x.dtype)
+    inv_std = np.empty(r, dtype=x.dtype)
+    for i in range(r):
+        s = 0.0
+        for j in range(d):
+            s += x[i, j]
+        mu = s / d
+        v = 0.0
+        for j in range(d):
+            t = x[i, j] - mu
+            v += t * t
+        inv = 1.0 / math.sqrt(v / d + eps)
+        for j in range(d):
+            y[i, j] = (x[i, j] - mu) * inv * gamma[j] + beta[j]
+        mean[i] = mu
+        inv_std[i] = inv
+    return y, mean, inv_std
+
+
+@njit(cache=True)
+def softmax(x):
+    """Softmax over the last axis of x ``[R, D]``; a row of only ``-inf`` gives NaN, as ONNX Runtime does."""
+    r, d = x.shape
+    y = np.empty_like(x)
+    for i in range(r):
+        m = -np.inf
+        for j in range(d):
+            if x[i, j] > m or math.isnan(x[i, j]):
+                m = x[i, j]
+        s = 0.0
+        for j in range(d):
+            e = math.exp(x[i, j] - m)
+            y[i, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(d):
+            y[i, j] = y[i, j] * inv
+    return y
+
+
+@njit(cache=True)
+def argmax_last(x, select_last):
+    """ArgMax over the last axis of x ``[R, D]`` -> int64 ``[R]``; ties: first index (or last)."""
+    r, d = x.shape
+    out = np.empty(r, dtype=np.int64)
+    for i in range(r):
+        best = 0
+        for j in range(1, d):
+            if x[i, j] > x[i, best] or (select_last and x[i, j] == x[i, best]):
+                best = j
+        out[i] = best
+    return out
+
+
+# ---- sorting, gather/scatter ---------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _before(vi, vj, i, j, largest):
+    """Does element (value vi, index i) come before (vj, j)? Ties: the lower index first (ONNX TopK)."""
+    if largest:
+        return vi > vj or (vi == vj and i < j)
+    return vi < vj or (vi == vj and i < j)
+
+
+@njit(cache=True)
+def topk(x, k, largest):
+    """TopK along the last axis of x ``[R, D]``: ``(values [R, k], int64 indices [R, k])``, sorted.
+
+    A stable merge sort of indices per row: equal values keep ascending index order, as ONNX requires.
+    """
+    r, d = x.shape
+    values = np.empty((r, k), dtype=x.dtype)
+    indices = np.empty((r, k), dtype=np.int64)
+    idx = np.empty(d, dtype=np.int64)
+    tmp = np.empty(d, dtype=np.int64)
+    for row in range(r):
+        for j in range(d):
+            idx[j] = j
+        width = 1
+        while width < d:
+            lo = 0
+            while lo < d - width:
+                mid = lo + width
+                hi = min(lo + 2 * width, d)
+                a = lo
+                b = mid
+                o = lo
+                while a < mid and b < hi:
+                    ia = idx[a]
+                    ib = idx[b]
+                    if _before(x[row, ib], x[row, ia], ib, ia, largest):
+                        tmp[o] = ib
+                        b += 1
+                    else:
+                        tmp[o] = ia
+                        a += 1
+                    o += 1
+                while a < mid:
+                    tmp[o] = idx[a]
+                    a += 1
+                    o += 1
+                while b < hi:
+                    tmp[o] = idx[b]
+                    b += 1
+                    o += 1
+                for t in range(lo, hi):
+                    idx[t] = tmp[t]
+                lo += 2 * width
+            width *= 2
+        for j in range(k):
+            indices[row, j] = idx[j]
+            values[row, j] = x[row, idx[j]]
+    return values, indices
+
+
+@njit(cache=True)
+def gather_elements(data, idx):
+    """GatherElements on 3-D views: data ``[O, A, I]``, idx ``[O, K, I]`` -> ``[O, K, I]``.
+
+    Negative indices count from the end. Returns ``(out, bad)``: ``bad`` is the flat position in ``idx`` of
+    the first out-of-range index (-1 if all are in range), so the caller can raise an error naming the node.
+    """
+    o_, a_, i_ = data.shape
+    k_ = idx.shape[1]
+    out = np.empty((o_, k_, i_), dtype=data.dtype)
+    for o in range(o_):
+        for k in range(k_):
+            for i in range(i_):
+                j = idx[o, k, i]
+                if j < 0:
+                    j += a_
+                if j < 0 or j >= a_:
+                    return out, (o * k_ + k) * i_ + i
+                out[o, k, i] = data[o, j, i]
+    return out, -1
+
+
+@njit(cache=True)
+def scatter_elements(data, idx, updates, reduction):
+    """ScatterElements on 3-D views (data ``[O, A, I]``, idx/updates ``[O, K, I]``) -> a new ``[O, A, I]``.
+
+    ``reduction``: 0 none (later updates win), 1 add, 2 mul, 3 max, 4 min. Returns ``(out, bad)`` as
+    :func:`gather_elements`.
+    """
+    out = data.copy()
+    o_, a_, i_ = data.shape
+    k_ = idx.shape[1]
+    for o in range(o_):
+        for k in range(k_):
+            for i in range(i_):
+                j = idx[o, k, i]
+                if j < 0:
+                    j += a_
+                if j < 0 or j >= a_:
+                    return out, (o * k_ + k) * i_ + i
+                u = updates[o, k, i]
+                if reduction == 0:
+                    out[o, j, i] = u
+                elif reduction == 1:
+                    out[o, j, i] += u
+                elif reduction == 2:
+                    out[o, j, i] *= u
+                elif reduction == 3:
+                    out[o, j, i] = max(out[o, j, i], u)
+                else:
+                    out[o, j, i] = min(out[o, j, i], u)
+    return out, -1
