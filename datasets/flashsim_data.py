@@ -55,6 +55,7 @@ __all__ = [
     "jet_table",
     "track_table",
     "normalization_stats",
+    "reconstruct",
 ]
 
 JET_MIN_PT = 15.0  # GeV
@@ -305,6 +306,39 @@ def track_table(events: ak.Array) -> dict[str, np.ndarray]:
     tgt[matched, TrackTarget.D0] = _flat(trk, "d0")[t]
     tgt[matched, TrackTarget.DZ0] = _flat(trk, "z0")[t] - vz[matched]
     return {"context": ctx, "matched": matched, "target": tgt, "event_index": g_event[rows]}
+
+
+def reconstruct(kind: str, context: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Invert the target definitions: context rows + (sampled) targets -> reconstructed objects in physical
+    units, the form a flash-sim run writes. ``jet``: ``pt, eta, phi, m, n_const``; ``track``:
+    ``pt, eta, phi, charge, d0, z0``. The generator quantities come from the context columns."""
+    context = np.asarray(context, np.float64)
+    target = np.asarray(target, np.float64)
+    gen_pt = np.exp(context[:, 0])  # LOG_PT is column 0 of both context kinds
+    if kind == "jet":
+        C, T = JetContext, JetTarget
+        columns = {
+            "pt": gen_pt * target[:, T.PT_RESPONSE],
+            "eta": context[:, C.ETA] + target[:, T.DETA],
+            "phi": wrap_phi(np.arctan2(context[:, C.SIN_PHI], context[:, C.COS_PHI]) + target[:, T.DPHI]),
+            "m": target[:, T.MASS],
+            "n_const": np.rint(target[:, T.N_CONST]),
+        }
+        dtypes = {"n_const": np.int32}
+    elif kind == "track":
+        C, T = TrackContext, TrackTarget
+        columns = {
+            "pt": gen_pt * target[:, T.PT_RATIO],
+            "eta": context[:, C.ETA] + target[:, T.DETA],
+            "phi": wrap_phi(np.arctan2(context[:, C.SIN_PHI], context[:, C.COS_PHI]) + target[:, T.DPHI]),
+            "charge": np.rint(context[:, C.CHARGE]),
+            "d0": target[:, T.D0],
+            "z0": target[:, T.DZ0] + context[:, C.VZ],
+        }
+        dtypes = {"charge": np.int32}
+    else:
+        raise ValueError(f"unknown flash-sim kind {kind!r}; choose one of {sorted(KINDS)}")
+    return {k: v.astype(dtypes.get(k, np.float32)) for k, v in columns.items()}
 
 
 KINDS: dict[str, tuple[Callable[[ak.Array], dict[str, np.ndarray]], tuple[str, ...]]] = {

@@ -15,8 +15,12 @@ from the same generator, so a result is reproducible from its seed.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -26,6 +30,7 @@ from hepzoo.datasets.schema import TargetClass
 from hepzoo.export.card import CARD, ModelCard, load_card
 
 from .backends import Backend, create_backend
+from .batcher import DynamicBatcher
 
 __all__ = ["Session", "resolve_release_dir"]
 
@@ -66,6 +71,30 @@ def _rows_of(offsets: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.nd
     return rows, sub_offsets
 
 
+@dataclass
+class _Request:
+    """One :meth:`Session.submit` call as the batcher sees it."""
+
+    family: str
+    payload: Any
+    seed: int | None
+    as_candidates: bool = False
+
+
+def _check_finite(rows: np.ndarray, offsets: np.ndarray, feature_names: Sequence[str] | None, first_event: int) -> None:
+    """Refuse NaN/inf inputs, naming the first bad event (``first_event`` + index) and feature."""
+    bad = ~np.isfinite(rows)
+    if not bad.any():
+        return
+    row, column = (int(i) for i in np.argwhere(bad)[0])
+    event = int(np.searchsorted(offsets, row, side="right") - 1)
+    feature = feature_names[column] if feature_names and column < len(feature_names) else f"#{column}"
+    raise ValueError(
+        f"event {first_event + event}: element {row - int(offsets[event])} has a non-finite value "
+        f"{rows[row, column]} in feature {feature!r} ({int(bad.sum())} non-finite values in this input)"
+    )
+
+
 class Session:
     """Load with :meth:`Session.load`; see the module docstring."""
 
@@ -74,6 +103,8 @@ class Session:
         self.folder = folder
         self.backend = backend
         self.buckets = self._check_buckets(card.size_buckets if buckets is None else buckets)
+        self._batcher: DynamicBatcher | None = None
+        self._batcher_lock = threading.Lock()
 
     # ---- construction --------------------------------------------------------------------------------------
 
@@ -155,12 +186,15 @@ class Session:
         offsets: np.ndarray,
         batch_size: int = DEFAULT_BATCH_SIZE,
         buckets: Sequence[int] | None = None,
+        first_event: int = 0,
     ) -> dict[str, np.ndarray]:
         """Flat element rows ``float32[N, F]`` + ``offsets`` ``int64[B+1]`` -> ``{output: [N, ...]}``.
 
         Output row ``i`` belongs to input row ``offsets[0] + i`` (so ``N = offsets[-1] - offsets[0]``).
         Events are grouped by size bucket, padded, run ``batch_size`` events at a time, and unpadded;
         an event above the largest bucket runs alone, padded to the next multiple of the granularity.
+        An event with no elements gets no rows (and costs nothing). NaN/inf features are refused with an error
+        naming the event (``first_event`` + its index) and the feature.
         """
         self._require_family("mlpf", "run_elements")
         if batch_size < 1:
@@ -176,12 +210,13 @@ class Session:
             raise ValueError(f"offsets must be a non-decreasing 1-D array within [0, {len(features)}]")
         counts = np.diff(off)
         n_rows = int(off[-1] - off[0])
+        _check_finite(features[off[0] : off[-1]], off - off[0], self.card.inputs[0].feature_names, first_event)
         feat_name, mask_name = self._element_io()
 
         groups: list[tuple[int, np.ndarray]] = []  # (pad size, event indices)
         sizes = np.array([self._pad_size(int(c), bucket_sizes) for c in counts], dtype=np.int64) if counts.size else counts
-        for size in (int(s) for s in np.unique(sizes)):
-            events = np.flatnonzero(sizes == size)
+        for size in (int(s) for s in np.unique(sizes[counts > 0])):
+            events = np.flatnonzero((sizes == size) & (counts > 0))  # empty events have no rows to compute
             step = batch_size if size <= (bucket_sizes[-1] if bucket_sizes else 0) else 1
             groups += [(size, events[i : i + step]) for i in range(0, events.size, step)]
 
@@ -204,19 +239,39 @@ class Session:
                 out[t.name] = np.zeros((n_rows,) + tail, dtype=np.dtype(t.dtype))
         return out
 
-    def run(self, events: ak.Array, probabilities: bool = False, keep_empty: bool = False, **kwargs) -> ak.Array:
-        """Events (awkward, contract 1) -> per-event candidate records ``cls, charge, pt, eta, phi, e``.
+    def run(self, events: ak.Array, seed: int | None = None, first_entry: int = 0, **kwargs) -> ak.Array:
+        """Events (awkward, contract 1) -> one list of reconstructed objects per event, same events, same order.
 
-        Same events, same order. Element slots predicted as ``TargetClass.NONE`` are dropped unless
-        ``keep_empty`` (then records stay element-aligned: tracks then clusters). ``probabilities`` adds
-        ``cls_prob`` (softmax of ``cls_logits``, ``[n_classes]`` per record). ``kwargs`` go to :meth:`run_elements`.
+        MLPF: candidates ``cls, charge, pt, eta, phi, e`` (see :meth:`candidates` for ``probabilities`` and
+        ``keep_empty``; other ``kwargs`` go to :meth:`run_elements`). Flash-sim: the flash-reconstructed
+        objects of the model's kind (:meth:`flash_objects`); ``seed`` is required and ``first_entry`` (the
+        first event's entry number in its file) selects each event's noise stream.
         """
-        self._require_family("mlpf", "run")
+        if self.card.family == "flashsim":
+            if seed is None:
+                raise ValueError(f"{self.name} is generative: pass seed= (it is recorded with the outputs)")
+            return self.flash_objects(events, seed, first_entry=first_entry, **kwargs)
+        if seed is not None:
+            raise ValueError(f"seed= is for generative (flash-sim) models; {self.name} is deterministic")
+        probabilities = kwargs.pop("probabilities", False)
+        keep_empty = kwargs.pop("keep_empty", False)
         from hepzoo.datasets.loader import element_features
 
         features, offsets = element_features(events)
-        out = self.run_elements(features, offsets, **kwargs)
-        counts = np.diff(offsets)
+        out = self.run_elements(features, offsets, first_event=first_entry, **kwargs)
+        return self.candidates(out, offsets, probabilities=probabilities, keep_empty=keep_empty)
+
+    @staticmethod
+    def candidates(
+        out: dict[str, np.ndarray], offsets: np.ndarray, probabilities: bool = False, keep_empty: bool = False
+    ) -> ak.Array:
+        """MLPF outputs (flat, from :meth:`run_elements`) -> per-event candidate records.
+
+        Element slots predicted as ``TargetClass.NONE`` are dropped unless ``keep_empty`` (then records stay
+        element-aligned: tracks then clusters). ``probabilities`` adds ``cls_prob`` (softmax of
+        ``cls_logits``, ``[n_classes]`` per record).
+        """
+        counts = np.diff(np.asarray(offsets, dtype=np.int64))
         reg = out["regression"]
         fields = {
             "cls": out["cls_logits"].argmax(-1).astype(np.int32),
@@ -235,28 +290,47 @@ class Session:
 
     # ---- flash-sim -----------------------------------------------------------------------------------------
 
-    def sample(self, context: np.ndarray, seed: int, chunk_size: int = DEFAULT_SAMPLE_CHUNK) -> dict:
-        """Context ``float32[N, C]`` -> ``{efficiency [N], sample [N, T], matched bool[N], seed}``.
+    @property
+    def flash_kind(self) -> str:
+        """The object kind a flash-sim model simulates (``jet`` or ``track``), from its training config."""
+        self._require_family("flashsim", "flash_kind")
+        return str(self.card.provenance.config["data"]["kind"])
 
-        Noise: ``rng = np.random.default_rng(seed)``; one ``standard_normal`` draw per noise input for all rows,
-        then ``matched = rng.uniform(size=N) < efficiency``. Independent of ``chunk_size``.
-        """
-        self._require_family("flashsim", "sample")
-        context_card = next(t for t in self.card.inputs if t.name not in {n.name for n in self.card.noise_inputs})
+    def _context_card(self):
+        noise_names = {n.name for n in self.card.noise_inputs}
+        return next(t for t in self.card.inputs if t.name not in noise_names)
+
+    def _check_context(self, context: np.ndarray, first_row: int = 0) -> np.ndarray:
+        context_card = self._context_card()
         context = np.asarray(context, dtype=np.float32)
         n_ctx = context_card.shape[-1]
         if context.ndim != 2 or (isinstance(n_ctx, int) and context.shape[1] != n_ctx):
-            raise ValueError(f"context must be [N, {n_ctx}] ({context_card.feature_names}), got shape {context.shape}")
-        n = len(context)
-        rng = np.random.default_rng(seed)
+            raise ValueError(
+                f"tensor {context_card.name!r}: context must be [N, {n_ctx}] ({context_card.feature_names}), "
+                f"got shape {context.shape}"
+            )
+        if not np.isfinite(context).all():
+            row, column = (int(i) for i in np.argwhere(~np.isfinite(context))[0])
+            raise ValueError(
+                f"tensor {context_card.name!r}: row {first_row + row} has a non-finite value {context[row, column]} "
+                f"in {context_card.feature_names[column] if context_card.feature_names else column!r}"
+            )
+        return context
+
+    def _draw(self, rng: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One request's random numbers: each noise input (standard normal), then the uniform for ``matched``."""
         noise = {}
         for spec in self.card.noise_inputs:
             tail = tuple(int(s) for s in spec.shape[1:])
             noise[spec.name] = rng.standard_normal((n,) + tail, dtype=np.float32)
-        u = rng.uniform(size=n)
+        return noise, rng.uniform(size=n)
+
+    def _sample_with(self, context: np.ndarray, noise: dict[str, np.ndarray], u: np.ndarray, chunk_size: int) -> dict:
+        n = len(context)
+        context_name = self._context_card().name
         parts: dict[str, list[np.ndarray]] = {t.name: [] for t in self.card.outputs}
         for start in range(0, n, chunk_size):
-            inputs = {context_card.name: context[start : start + chunk_size]}
+            inputs = {context_name: context[start : start + chunk_size]}
             inputs.update({k: v[start : start + chunk_size] for k, v in noise.items()})
             for name, value in self.backend.run(inputs).items():
                 parts[name].append(value)
@@ -265,5 +339,153 @@ class Session:
             tail = tuple(int(s) for s in t.shape[1:])
             result[t.name] = np.concatenate(parts[t.name]) if parts[t.name] else np.zeros((0,) + tail, np.dtype(t.dtype))
         result["matched"] = u < result["efficiency"]
+        return result
+
+    def sample(self, context: np.ndarray, seed: int, chunk_size: int = DEFAULT_SAMPLE_CHUNK) -> dict:
+        """Context ``float32[N, C]`` -> ``{efficiency [N], sample [N, T], matched bool[N], seed}``.
+
+        Noise: ``rng = np.random.default_rng(seed)``; one ``standard_normal`` draw per noise input for all rows,
+        then ``matched = rng.uniform(size=N) < efficiency``. Independent of ``chunk_size``.
+        """
+        self._require_family("flashsim", "sample")
+        context = self._check_context(context)
+        noise, u = self._draw(np.random.default_rng(seed), len(context))
+        result = self._sample_with(context, noise, u, chunk_size)
         result["seed"] = seed
         return result
+
+    def sample_events(
+        self, context: np.ndarray, event_index: np.ndarray, n_events: int, seed: int, first_entry: int = 0
+    ) -> dict:
+        """Like :meth:`sample`, but each event has its own noise stream ``default_rng([seed, entry])``
+        (``entry = first_entry + event index``), so results do not depend on how a file is chunked or split
+        across workers. ``event_index`` (sorted, one per context row) says which event a row belongs to."""
+        self._require_family("flashsim", "sample_events")
+        context = self._check_context(context)
+        event_index = np.asarray(event_index, dtype=np.int64)
+        if event_index.shape != (len(context),) or np.any(np.diff(event_index) < 0):
+            raise ValueError("event_index must be sorted and hold one event index per context row")
+        counts = np.bincount(event_index, minlength=n_events) if event_index.size else np.zeros(n_events, np.int64)
+        noise_parts: dict[str, list[np.ndarray]] = {spec.name: [] for spec in self.card.noise_inputs}
+        u_parts = []
+        for event in np.flatnonzero(counts):
+            noise, u = self._draw(np.random.default_rng([seed, first_entry + int(event)]), int(counts[event]))
+            for name, value in noise.items():
+                noise_parts[name].append(value)
+            u_parts.append(u)
+        noise = {
+            spec.name: np.concatenate(noise_parts[spec.name])
+            if u_parts
+            else np.zeros((0,) + tuple(int(s) for s in spec.shape[1:]), np.float32)
+            for spec in self.card.noise_inputs
+        }
+        result = self._sample_with(context, noise, np.concatenate(u_parts) if u_parts else np.zeros(0), DEFAULT_SAMPLE_CHUNK)
+        result["seed"] = seed
+        return result
+
+    def flash_objects(self, events: ak.Array, seed: int, first_entry: int = 0) -> ak.Array:
+        """Generator objects of ``events`` -> per-event lists of flash-reconstructed objects (matched only),
+        in physical units, with their ``efficiency``; see :func:`hepzoo.datasets.flashsim_data.reconstruct`."""
+        from hepzoo.datasets.flashsim_data import KINDS, reconstruct
+
+        table_of, _ = KINDS[self.flash_kind]
+        table = table_of(events)
+        result = self.sample_events(table["context"], table["event_index"], len(events), seed, first_entry)
+        objects = reconstruct(self.flash_kind, table["context"], result["sample"])
+        objects["efficiency"] = result["efficiency"].astype(np.float32)
+        keep = result["matched"]
+        counts = np.bincount(table["event_index"][keep], minlength=len(events)) if keep.any() else np.zeros(len(events), np.int64)
+        return ak.zip({k: ak.unflatten(v[keep], counts) for k, v in objects.items()}, depth_limit=2)
+
+    # ---- concurrent callers ----------------------------------------------------------------------------------
+
+    def start_batcher(self, max_batch: int = DEFAULT_BATCH_SIZE, max_delay: float = 0.002) -> DynamicBatcher:
+        """(Re)configure the dynamic batcher behind :meth:`submit` (``max_delay`` in seconds)."""
+        with self._batcher_lock:
+            old, self._batcher = self._batcher, self._new_batcher(max_batch, max_delay)
+            batcher = self._batcher
+        if old is not None:
+            old.close()
+        return batcher
+
+    def _new_batcher(self, max_batch: int, max_delay: float) -> DynamicBatcher:
+        return DynamicBatcher(
+            self._run_requests, self._request_key, max_batch=max_batch, max_delay=max_delay,
+            name=f"hepzoo-batcher-{self.name}",
+        )
+
+    def submit(self, event, seed: int | None = None) -> Future:
+        """Thread-safe: queue one request for the dynamic batcher; returns a Future.
+
+        MLPF: ``event`` is one event's element rows ``float32[n, F]`` (result: ``{output: [n, ...]}``) or a
+        one-event awkward array/record (result: its candidates, as :meth:`run` gives). Flash-sim: ``event`` is
+        a context table ``float32[k, C]`` and ``seed`` is required; the result equals ``sample(event, seed)``.
+        A request that is invalid, or fails in the backend, fails only its own future.
+        """
+        with self._batcher_lock:
+            if self._batcher is None:
+                self._batcher = self._new_batcher(DEFAULT_BATCH_SIZE, 0.002)
+            batcher = self._batcher
+        return batcher.submit(_Request(self.card.family, event, seed))
+
+    def close(self) -> None:
+        """Stop the batcher (requests already submitted still complete)."""
+        with self._batcher_lock:
+            batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request_key(self, request: _Request):
+        """Validate one request up front and return its batching key (the padded size for MLPF)."""
+        if self.card.family == "flashsim":
+            if request.seed is None:
+                raise ValueError(f"{self.name} is generative: submit(context, seed=...) needs a seed")
+            request.payload = self._check_context(request.payload)
+            return None
+        if request.seed is not None:
+            raise ValueError(f"seed= is for generative (flash-sim) models; {self.name} is deterministic")
+        payload = request.payload
+        if isinstance(payload, (ak.Array, ak.Record)):
+            from hepzoo.datasets.loader import element_features
+
+            events = ak.Array([payload]) if isinstance(payload, ak.Record) else payload
+            if len(events) != 1:
+                raise ValueError(f"submit takes one event, got an array of {len(events)}")
+            request.as_candidates = True
+            payload, _ = element_features(events)
+        x = np.asarray(payload)
+        n_features = self.card.inputs[0].shape[-1]
+        if x.ndim != 2 or (isinstance(n_features, int) and x.shape[1] != n_features):
+            raise ValueError(f"tensor {self.card.inputs[0].name!r}: one event must be [n, {n_features}], got shape {x.shape}")
+        x = x.astype(np.float32, copy=False)
+        _check_finite(x, np.array([0, len(x)]), self.card.inputs[0].feature_names, 0)
+        request.payload = x
+        return self._pad_size(len(x), self.buckets) if len(x) else 0
+
+    def _run_requests(self, requests: Sequence[_Request]) -> list:
+        if self.card.family == "flashsim":
+            draws = [self._draw(np.random.default_rng(r.seed), len(r.payload)) for r in requests]
+            context = np.concatenate([r.payload for r in requests])
+            noise = {name: np.concatenate([d[0][name] for d in draws]) for name in draws[0][0]}
+            result = self._sample_with(context, noise, np.concatenate([d[1] for d in draws]), DEFAULT_SAMPLE_CHUNK)
+            bounds = np.cumsum([0] + [len(r.payload) for r in requests])
+            return [
+                {**{k: v[a:b] for k, v in result.items()}, "seed": r.seed}
+                for r, a, b in zip(requests, bounds[:-1], bounds[1:], strict=True)
+            ]
+        counts = np.array([len(r.payload) for r in requests], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        size = self._pad_size(int(counts.max()), self.buckets) if counts.max() > 0 else 0
+        out = self.run_elements(np.concatenate([r.payload for r in requests]), offsets, batch_size=len(requests),
+                                buckets=(size,) if size else None)
+        results = []
+        for r, a, b in zip(requests, offsets[:-1], offsets[1:], strict=True):
+            single = {k: v[a:b] for k, v in out.items()}
+            results.append(self.candidates(single, np.array([0, b - a])) if r.as_candidates else single)
+        return results
