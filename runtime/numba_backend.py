@@ -181,11 +181,12 @@ def _op(*names: str) -> Callable[[Builder], Builder]:
 
 def _program_fn(codes: list[int], consts: np.ndarray) -> Callable:
     codes_a = np.asarray(codes, dtype=np.int64)
+    by_dtype = {dt: np.ascontiguousarray(consts, dtype=dt) for dt in _FLOATS}
 
     def run(x):
-        if x.dtype not in _FLOATS:
+        c = by_dtype.get(x.dtype)
+        if c is None:
             raise TypeError(f"elementwise program on {x.dtype}")
-        c = consts.astype(x.dtype, copy=False)
         if c.shape[1] > 1 and (x.ndim == 0 or x.shape[-1] != c.shape[1]):
             raise ValueError(f"last axis {x.shape[-1:]} does not match a constant of length {c.shape[1]}")
         return K.apply_program(np.ascontiguousarray(x), codes_a, c)
@@ -395,21 +396,80 @@ def _range(node, const, info):
 @_op("Gather")
 def _gather(node, const, info):
     a = _check_attrs(node, {"axis": 0})
+    if const[1] is not None and info[0].shape is not None:  # constant indices: normalise once
+        rank = len(info[0].shape)
+        axis = _norm_axis(a["axis"], rank, node)
+        idx = np.asarray(const[1]).astype(np.int64)
+        lo, hi = (int(idx.min()), int(idx.max())) if idx.size else (0, -1)
+        n = info[0].shape[axis]
+        if n is not None and idx.size and (lo < -n or hi >= n):
+            raise UnsupportedModelError(f"{node.where()}: a constant index is out of range [-{n}, {n})")
+        if lo >= 0:
+            # one index on the last axis of a tensor: basic indexing keeps it a view
+            key = (slice(None),) * axis + (idx,)
 
-    def run(x, idx):
-        axis = _norm_axis(a["axis"], x.ndim, node)
-        n = x.shape[axis]
-        idx = np.asarray(idx)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise GraphRunError(f"{node.where()}: an index is out of range [-{n}, {n}) along axis {axis}")
-        return np.take(x, np.where(idx < 0, idx + n, idx), axis=axis)
+            def run_const(x, _idx):
+                if x.ndim != rank or (idx.size and hi >= x.shape[axis]):
+                    return run_any(x, _idx)
+                return x[key] if idx.ndim else np.take(x, idx, axis=axis)
 
-    return run
+            def run_any(x, i):
+                return _gather_any(node, a["axis"], x, i)
+
+            return run_const
+    return lambda x, idx: _gather_any(node, a["axis"], x, idx)
+
+
+def _gather_any(node: _Node, axis: int, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    axis = _norm_axis(axis, x.ndim, node)
+    n = x.shape[axis]
+    idx = np.asarray(idx)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise GraphRunError(f"{node.where()}: an index is out of range [-{n}, {n}) along axis {axis}")
+    return np.take(x, np.where(idx < 0, idx + n, idx), axis=axis)
 
 
 @_op("Slice")
 def _slice(node, const, info):
     _check_attrs(node, {})
+    params = const[1:]
+    rank = len(info[0].shape) if info and info[0].shape is not None else None
+    if rank is not None and all(p is not None for p in params[:2]) and all(
+        i == "" or c is not None for i, c in zip(node.inputs[3:], params[2:], strict=False)
+    ):  # constant starts/ends/axes/steps: resolve axes once, and the whole index where the dims are static
+        starts, ends = _as_int_list(params[0]), _as_int_list(params[1])
+        axes = _as_int_list(params[2]) if len(params) > 2 and params[2] is not None else list(range(len(starts)))
+        steps = _as_int_list(params[3]) if len(params) > 3 and params[3] is not None else [1] * len(starts)
+        axes = [_norm_axis(ax, rank, node) for ax in axes]
+        dims = [info[0].shape[ax] for ax in axes]
+        spec = list(zip(starts, ends, axes, steps, strict=True))
+        if all(d is not None for d in dims):
+            key = [slice(None)] * rank
+            for (st, en, ax, sp), d in zip(spec, dims, strict=True):
+                key[ax] = _onnx_slice(st, en, sp, d, node)
+            static_key = tuple(key)
+            static_dims = dims
+
+            def run_static(x, *_):
+                if x.ndim != rank or [x.shape[ax] for ax in axes] != static_dims:
+                    return run_dynamic(x)
+                return x[static_key]
+
+            def run_dynamic(x):
+                index = [slice(None)] * x.ndim
+                for st, en, ax, sp in spec:
+                    index[ax] = _onnx_slice(st, en, sp, x.shape[ax], node)
+                return x[tuple(index)]
+
+            return run_static
+
+        def run_known(x, *_):
+            index = [slice(None)] * x.ndim
+            for st, en, ax, sp in spec:
+                index[ax] = _onnx_slice(st, en, sp, x.shape[ax], node)
+            return x[tuple(index)]
+
+        return run_known
 
     def run(x, starts, ends, axes=None, steps=None):
         starts, ends = _as_int_list(starts), _as_int_list(ends)
@@ -1028,6 +1088,29 @@ class NumbaBackend(Backend):
             v = vals[s]
             result[name] = np.array(v, copy=True, order="C") if copy or not v.flags.c_contiguous else v
         return result
+
+
+def profile_steps(backend: NumbaBackend, inputs: Mapping[str, np.ndarray], repeat: int = 10) -> list[tuple[str, float]]:
+    """Seconds per step (best of ``repeat`` runs), slowest first: where the time goes in a plan."""
+    import time
+
+    best: dict[int, float] = {}
+    for _ in range(repeat):
+        vals = list(backend._template)
+        for name, s, dtype, shape in backend._input_specs:
+            vals[s] = backend._check_input(name, inputs[name], dtype, shape)
+        for k, (fn, ins, out, outs, _) in enumerate(backend._steps):
+            t0 = time.perf_counter()
+            result = fn(*[vals[i] for i in ins])
+            dt = time.perf_counter() - t0
+            best[k] = min(best.get(k, dt), dt)
+            if out is not None:
+                vals[out] = result
+            else:
+                for s, v in zip(outs, result, strict=False):
+                    vals[s] = v
+    wheres = [w for *_, w in backend.plan.steps]
+    return sorted(((wheres[k], t) for k, t in best.items()), key=lambda kv: -kv[1])
 
 
 def run_graph(onnx_path: str | Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

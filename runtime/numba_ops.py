@@ -35,7 +35,8 @@ __all__ = [
     "topk",
 ]
 
-# fastmath flags that allow reordering sums (matrix products) but keep inf/NaN semantics (-inf masks)
+# fastmath flags that allow reordering sums (matrix products) but keep inf/NaN semantics (-inf masks);
+# error_model="numpy" everywhere: x / 0 gives inf as in NumPy and ONNX, and loops with a division vectorise
 _FM = {"reassoc", "contract", "nsz", "arcp"}
 
 # ---- elementwise programs ------------------------------------------------------------------------------------
@@ -68,80 +69,167 @@ _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
 
 
-@njit(cache=True, inline="always")
-def _step(code, v, c):
-    """One elementwise step on the scalar ``v`` with constant ``c`` (ignored by unary codes)."""
-    if code == 0:
-        return v + c
-    if code == 1:
-        return v - c
-    if code == 2:
-        return c - v
-    if code == 3:
-        return v * c
-    if code == 4:
-        return v / c
-    if code == 5:
-        return c / v
-    if code == 6:  # Clip min: NaN stays NaN
-        return c if v < c else v
-    if code == 7:
-        return c if v > c else v
-    if code == 10:
-        return -v
-    if code == 11:
-        return math.exp(v)
-    if code == 12:
-        return math.log(v) if v >= 0 else math.nan
-    if code == 13:
-        return math.tanh(v)
-    if code == 14:
-        if v >= 0:
-            return 1.0 / (1.0 + math.exp(-v))
-        e = math.exp(v)
-        return e / (1.0 + e)
-    if code == 15:
-        return 0.5 * v * (1.0 + math.erf(v * _SQRT1_2))
-    if code == 16:
-        return 0.5 * v * (1.0 + math.tanh(_SQRT_2_PI * (v + 0.044715 * v * v * v)))
-    if code == 17:
-        return abs(v)
-    if code == 18:
-        return math.asinh(v)
-    if code == 19:
-        return np.rint(v)  # half to even, as ONNX Round
-    if code == 20:
-        return v if v > 0 else 0.0 * v
-    if code == 21:
-        return math.sqrt(v) if v >= 0 else math.nan
-    if code == 22:
-        return math.erf(v)
-    return math.nan  # unreachable: the backend only emits the codes above
+@njit(cache=True, inline="always", error_model="numpy")
+def _erf(x):
+    """erf in float arithmetic of x's type: a rational approximation on [-4, 4] (Eigen's, |error| < 5e-7),
+    branch-free so loops over it vectorise."""
+    x = min(max(x, -4.0), 4.0)
+    x2 = x * x
+    p = x2 * -2.72614225801306e-10 + 2.77068142495902e-08
+    p = x2 * p + -2.10102402082508e-06
+    p = x2 * p + -5.69250639462346e-05
+    p = x2 * p + -7.34990630326855e-04
+    p = x2 * p + -2.95459980854025e-03
+    p = x2 * p + -1.60960333262415e-02
+    q = x2 * -1.45660718464996e-05 + -2.13374055278905e-04
+    q = x2 * q + -1.68282697438203e-03
+    q = x2 * q + -7.37332916720468e-03
+    q = x2 * q + -1.42647390514189e-02
+    return x * p / q
 
 
-@njit(cache=True)
-def _run(codes, consts, v, col):
+@njit(cache=True, inline="always", error_model="numpy")
+def _tanh(x):
+    """tanh as a rational approximation on [-7.9, 7.9] (Eigen's, |error| < 3e-7), branch-free; exact for tiny x."""
+    if abs(x) < 4e-4:
+        return x
+    x = min(max(x, -7.90531110763549805), 7.90531110763549805)
+    x2 = x * x
+    p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
+    p = x2 * p + -8.60467152213735e-11
+    p = x2 * p + 5.12229709037114e-08
+    p = x2 * p + 1.48572235717979e-05
+    p = x2 * p + 6.37261928875436e-04
+    p = x2 * p + 4.89352455891786e-03
+    q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
+    q = x2 * q + 2.26843463243900e-03
+    q = x2 * q + 4.89352518554385e-03
+    return x * p / q
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _program_inplace(buf, codes, consts, percol):
+    """Apply the program to the 1-D ``buf`` in place, one op over the whole buffer at a time (the op switch
+    is outside the inner loops, which vectorise). ``percol``: ``consts[p, j]`` for element j, else
+    ``consts[p, 0]`` for all."""
+    n = buf.size
     for p in range(codes.size):
-        v = _step(codes[p], v, consts[p, col])
-    return v
+        code = codes[p]
+        row = consts[p]
+        c = row[0]
+        if code <= 7:
+            if percol:
+                if code == 0:
+                    for j in range(n):
+                        buf[j] = buf[j] + row[j]
+                elif code == 1:
+                    for j in range(n):
+                        buf[j] = buf[j] - row[j]
+                elif code == 2:
+                    for j in range(n):
+                        buf[j] = row[j] - buf[j]
+                elif code == 3:
+                    for j in range(n):
+                        buf[j] = buf[j] * row[j]
+                elif code == 4:
+                    for j in range(n):
+                        buf[j] = buf[j] / row[j]
+                elif code == 5:
+                    for j in range(n):
+                        buf[j] = row[j] / buf[j]
+                elif code == 6:
+                    for j in range(n):
+                        buf[j] = row[j] if buf[j] < row[j] else buf[j]
+                else:
+                    for j in range(n):
+                        buf[j] = row[j] if buf[j] > row[j] else buf[j]
+            elif code == 0:
+                for j in range(n):
+                    buf[j] = buf[j] + c
+            elif code == 1:
+                for j in range(n):
+                    buf[j] = buf[j] - c
+            elif code == 2:
+                for j in range(n):
+                    buf[j] = c - buf[j]
+            elif code == 3:
+                for j in range(n):
+                    buf[j] = buf[j] * c
+            elif code == 4:
+                for j in range(n):
+                    buf[j] = buf[j] / c
+            elif code == 5:
+                for j in range(n):
+                    buf[j] = c / buf[j]
+            elif code == 6:  # Clip min: NaN stays NaN
+                for j in range(n):
+                    buf[j] = c if buf[j] < c else buf[j]
+            else:
+                for j in range(n):
+                    buf[j] = c if buf[j] > c else buf[j]
+        elif code == 10:
+            for j in range(n):
+                buf[j] = -buf[j]
+        elif code == 11:
+            for j in range(n):
+                buf[j] = math.exp(buf[j])
+        elif code == 12:
+            for j in range(n):
+                v = buf[j]
+                buf[j] = math.log(v) if v >= 0 else math.nan
+        elif code == 13:
+            for j in range(n):
+                buf[j] = _tanh(buf[j])
+        elif code == 14:
+            for j in range(n):
+                v = buf[j]
+                e = math.exp(-abs(v))  # stable for large |v|
+                buf[j] = 1.0 / (1.0 + e) if v >= 0 else e / (1.0 + e)
+        elif code == 15:
+            for j in range(n):
+                v = buf[j]
+                buf[j] = 0.5 * v * (1.0 + _erf(v * _SQRT1_2))
+        elif code == 16:
+            for j in range(n):
+                v = buf[j]
+                buf[j] = 0.5 * v * (1.0 + _tanh(_SQRT_2_PI * (v + 0.044715 * v * v * v)))
+        elif code == 17:
+            for j in range(n):
+                buf[j] = abs(buf[j])
+        elif code == 18:
+            for j in range(n):
+                buf[j] = math.asinh(buf[j])
+        elif code == 19:
+            for j in range(n):
+                buf[j] = np.rint(buf[j])  # half to even, as ONNX Round
+        elif code == 20:
+            for j in range(n):
+                v = buf[j]
+                buf[j] = v if v > 0 else 0.0 * v
+        elif code == 21:
+            for j in range(n):
+                v = buf[j]
+                buf[j] = math.sqrt(v) if v >= 0 else math.nan
+        elif code == 22:
+            for j in range(n):
+                buf[j] = _erf(buf[j])
 
 
-@njit(cache=True)
+_BLOCK = 1024  # elements per pass of a program over a flat tensor (stays in L1)
+
+
+@njit(cache=True, error_model="numpy")
 def apply_program(x, codes, consts):
     """``x`` (any shape, C-contiguous) through the program; ``consts[p]`` has 1 column or ``x.shape[-1]``."""
-    out = np.empty_like(x)
-    flat_in = x.reshape(-1)
-    flat_out = out.reshape(-1)
+    out = x.copy()
+    flat = out.reshape(-1)
     ncol = consts.shape[1]
     if ncol == 1:
-        for i in range(flat_in.size):
-            flat_out[i] = _run(codes, consts, flat_in[i], 0)
+        for start in range(0, flat.size, _BLOCK):
+            _program_inplace(flat[start : start + _BLOCK], codes, consts, False)
     else:
-        rows = flat_in.size // ncol
-        for r in range(rows):
-            base = r * ncol
-            for j in range(ncol):
-                flat_out[base + j] = _run(codes, consts, flat_in[base + j], j)
+        for start in range(0, flat.size, ncol):
+            _program_inplace(flat[start : start + ncol], codes, consts, True)
     return out
 
 
@@ -170,14 +258,14 @@ def run_program_numpy(x: np.ndarray, codes: np.ndarray, consts: np.ndarray) -> n
                 "LOG": lambda: np.log(v),
                 "TANH": lambda: np.tanh(v),
                 "SIGMOID": lambda: 1.0 / (1.0 + np.exp(-v)),
-                "GELU": lambda: 0.5 * v * (1.0 + erf(v * _SQRT1_2)),
+                "GELU": lambda: 0.5 * v * (1.0 + erf(v.astype(np.float64) * _SQRT1_2)),
                 "GELU_TANH": lambda: 0.5 * v * (1.0 + np.tanh(_SQRT_2_PI * (v + 0.044715 * v**3))),
                 "ABS": lambda: np.abs(v),
                 "ASINH": lambda: np.arcsinh(v),
                 "ROUND": lambda: np.rint(v),
                 "RELU": lambda: np.maximum(v, 0),
                 "SQRT": lambda: np.sqrt(v),
-                "ERF": lambda: erf(v),
+                "ERF": lambda: erf(v.astype(np.float64)),
             }[name]().astype(x.dtype)
     return v
 
@@ -185,7 +273,7 @@ def run_program_numpy(x: np.ndarray, codes: np.ndarray, consts: np.ndarray) -> n
 # ---- matrix products -----------------------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=_FM, error_model="numpy")
 def dense(x, w, bias, codes, consts):
     """``program(x @ w + bias)``: x ``[M, K]``, w ``[K, N]``, bias ``[N]`` (all C-contiguous) -> ``[M, N]``.
 
@@ -222,20 +310,15 @@ def dense(x, w, bias, codes, consts):
                     for j in range(n):
                         acc[r, j] += a * w[k, j]
         for r in range(rows):
-            if codes.size == 0:
-                for j in range(n):
-                    out[i + r, j] = acc[r, j]
-            elif ncol == 1:
-                for j in range(n):
-                    out[i + r, j] = _run(codes, consts, acc[r, j], 0)
-            else:
-                for j in range(n):
-                    out[i + r, j] = _run(codes, consts, acc[r, j], j)
+            if codes.size:
+                _program_inplace(acc[r], codes, consts, ncol > 1)
+            for j in range(n):
+                out[i + r, j] = acc[r, j]
         i += rows
     return out
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=_FM, error_model="numpy")
 def bmm(a, b):
     """Batched product of two runtime tensors: a ``[B, M, K]`` @ b ``[B, K, N]`` -> ``[B, M, N]``."""
     nb, m, kdim = a.shape
@@ -253,7 +336,7 @@ def bmm(a, b):
 # ---- normalisation, softmax ----------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def layer_norm(x, gamma, beta, eps):
     """LayerNormalization over the last axis of x ``[R, D]`` (float32 statistics kept in float64).
 
@@ -280,7 +363,7 @@ def layer_norm(x, gamma, beta, eps):
     return y, mean, inv_std
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softmax(x):
     """Softmax over the last axis of x ``[R, D]``; a row of only ``-inf`` gives NaN, as ONNX Runtime does."""
     r, d = x.shape
@@ -301,7 +384,7 @@ def softmax(x):
     return y
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def argmax_last(x, select_last):
     """ArgMax over the last axis of x ``[R, D]`` -> int64 ``[R]``; ties: first index (or last)."""
     r, d = x.shape
@@ -318,7 +401,7 @@ def argmax_last(x, select_last):
 # ---- sorting, gather/scatter ---------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _before(vi, vj, i, j, largest):
     """Does element (value vi, index i) come before (vj, j)? Ties: the lower index first (ONNX TopK)."""
     if largest:
@@ -326,7 +409,7 @@ def _before(vi, vj, i, j, largest):
     return vi < vj or (vi == vj and i < j)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def topk(x, k, largest):
     """TopK along the last axis of x ``[R, D]``: ``(values [R, k], int64 indices [R, k])``, sorted.
 
@@ -377,7 +460,7 @@ def topk(x, k, largest):
     return values, indices
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gather_elements(data, idx):
     """GatherElements on 3-D views: data ``[O, A, I]``, idx ``[O, K, I]`` -> ``[O, K, I]``.
 
@@ -399,7 +482,7 @@ def gather_elements(data, idx):
     return out, -1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def scatter_elements(data, idx, updates, reduction):
     """ScatterElements on 3-D views (data ``[O, A, I]``, idx/updates ``[O, K, I]``) -> a new ``[O, A, I]``.
 
