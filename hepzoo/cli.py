@@ -82,6 +82,52 @@ def train(
 
 @app.command()
 @_clear_errors
+def tune(
+    config: Annotated[Path, typer.Argument(help="base training config (YAML), e.g. configs/mlpf-gnnlsh.yaml")],
+    space: Annotated[Path, typer.Option(help="search-space file (YAML), e.g. configs/tune/mlpf-gnnlsh.yaml")],
+    samples: Annotated[int, typer.Option(help="number of trials")] = 16,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (ray://host:10001); default: local")] = None,
+    cpus: Annotated[Optional[int], typer.Option(help="CPUs of the local Ray instance (default: all)")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs reserved by each trial")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs reserved by each trial (>0 trains on cuda)")] = 0.0,
+    max_concurrent: Annotated[Optional[int], typer.Option(help="trials running at once (default: as resources allow)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for Ray's experiment, trial runs, results and the best config")] = Path("runs/tune"),
+    resume: Annotated[bool, typer.Option(help="continue an interrupted search in --out")] = False,
+    retrain_best: Annotated[bool, typer.Option(help="train the final model from the best config afterwards")] = False,
+    search_seed: Annotated[Optional[int], typer.Option(help="seed of the TPE sampler (default: the config's seed)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE override of the base config")] = None,
+) -> None:
+    """Hyper-parameter search with Ray Tune (ASHA early stopping, Optuna TPE); each trial is `hepzoo train`.
+
+    Writes OUT/results.csv, OUT/results.md (sorted by the metric) and OUT/best_config.yaml.
+
+    Example: hepzoo tune configs/mlpf-gnnlsh.yaml --space configs/tune/mlpf-gnnlsh.yaml --samples 12 --cpus-per-trial 1 --out runs/tune-gnnlsh
+    """
+    from hepzoo.training.tune import TuneOptions, retrain_best as retrain, run_search
+
+    opts = TuneOptions(
+        samples=samples, out=out, address=address, cpus=cpus, cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent, resume=resume, search_seed=search_seed,
+        overrides=set_ or [],
+    )  # fmt: skip
+    result = run_search(config, space, opts)
+    metric = result["space"].metric
+    best = result["rows"][0]
+    typer.echo(f"best trial {best['trial_id']}: {metric} = {best[metric]:.5g} after {best['epochs']} epochs")
+    typer.echo(f"results: {result['out'] / 'results.md'}; best config: {result['best_config_path']}")
+    if not result["complete"]:
+        typer.secho(f"the search was interrupted: continue it with --resume --out {out}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130)
+    if retrain_best:
+        metrics = retrain(result["best_config_path"], result["space"])
+        typer.echo(f"retrained best config: validation {metrics['val']}; weights {metrics['best'] or metrics['last']}")
+        for key in ("jet_iqr_over_median", "jet_response_median", "jet_matching_efficiency"):
+            if key in metrics:
+                typer.echo(f"  {key}: {metrics[key]:.4f}")
+
+
+@app.command()
+@_clear_errors
 def demo(
     out: Annotated[Path, typer.Option(help="folder for samples, plots and metrics.json")] = Path("demo_out"),
     events: Annotated[int, typer.Option("--events", "-n", help="events per sample")] = 200,
@@ -125,6 +171,59 @@ def export(
         typer.echo(f"  {p.output:16s} {size:28s} max |diff| {p.max_abs_diff:.3g}  {'ok' if p.passed else 'FAIL'}")
     typer.echo(f"model: {onnx_path}  (sha256 {card.onnx.sha256[:16]}..., opset {card.onnx.opset})")
     typer.echo(f"card:  {onnx_path.parent / 'card.json'}")
+
+
+@app.command("run")
+@_clear_errors
+def run_model(
+    name: Annotated[str, typer.Argument(help="zoo name (e.g. mlpf-gnnlsh) or release folder")],
+    input_: Annotated[list[str], typer.Option("--input", "-i", help="event files or globs, e.g. 'data/*.root' (repeatable)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output folder, or a .root file for one input")],
+    version: Annotated[Optional[str], typer.Option(help="release version (default: the highest)")] = None,
+    backend: Annotated[str, typer.Option(help="auto | onnxruntime-cpu | numba | ...")] = "auto",
+    seed: Annotated[Optional[int], typer.Option(help="flash-sim: noise seed (required; written to the output)")] = None,
+    step_size: Annotated[int, typer.Option(help="events per chunk")] = 1000,
+    threads: Annotated[int, typer.Option(help="intra-op threads of the backend")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="replace outputs made by a different run")] = False,
+    delphes: Annotated[bool, typer.Option(help="inputs use the Delphes branch layout (Particle/Track/Tower)")] = False,
+    dask: Annotated[bool, typer.Option(help="one Dask task per input file (local cluster unless --scheduler)")] = False,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="--dask local cluster: worker processes")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run a released model over ROOT event files: one output file per input, written atomically; re-runs skip
+    completed outputs.
+
+    Example: hepzoo run mlpf-gnnlsh -i 'data/ttbar_*.root' -o out/   |   hepzoo run flashsim-jet -i gen.root -o jets.root --seed 1
+    """
+    import time
+
+    from hepzoo.runtime import Session
+    from hepzoo.runtime.runfile import run_files, run_files_dask
+
+    if scheduler is not None and not dask:
+        raise ValueError("--scheduler is only used with --dask")
+    session = Session.load(name, version=version, backend=backend, intra_op_threads=threads)
+    typer.echo(f"{session.name} {session.version} on backend {session.backend_name}")
+    started = time.perf_counter()
+    if dask:
+        if delphes:
+            raise ValueError("--delphes is not supported with --dask yet")
+        results = run_files_dask(session, input_, output, scheduler=scheduler, n_workers=workers, seed=seed,
+                                 step_size=step_size, overwrite=overwrite, show_progress=progress)
+    else:
+        from hepzoo.datasets.mapping import DELPHES_MAPPING
+
+        results = run_files(session, input_, output, seed=seed, step_size=step_size, overwrite=overwrite,
+                            mapping=DELPHES_MAPPING if delphes else None, show_progress=progress)
+    elapsed = time.perf_counter() - started
+    done = [r for r in results if not r.skipped]
+    n_events = sum(r.n_events for r in done)
+    for r in results:
+        state = "skipped (already complete)" if r.skipped else f"{r.n_events} events, {r.n_objects} objects"
+        typer.echo(f"  {r.input} -> {r.output}: {state}")
+    rate = f", {n_events / elapsed:.0f} events/s" if n_events and elapsed > 0 else ""
+    typer.echo(f"{len(done)} files run, {len(results) - len(done)} skipped; {n_events} events in {elapsed:.1f} s{rate}")
 
 
 zoo_app = typer.Typer(no_args_is_help=True, help="Released models under zoo/<name>/<version>/.")
