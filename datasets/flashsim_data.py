@@ -19,7 +19,9 @@ properties relative to the generator ones (``target``). Two object kinds:
   track is the match).
 
 Every table is ``dict(context float32[N, C], matched bool[N], target float32[N, D], event_index int64[N])``;
-``target`` rows of unmatched objects are 0 (meaningless). ``event_index`` is the event's position in the
+``target`` rows of unmatched objects are 0 (meaningless). Without the reco collection (``recojet_`` /
+``trk_``: a generator-level file, the input of a flash-sim run) the context is built as usual and nothing is
+matched. ``event_index`` is the event's position in the
 chunk. Everything is vectorised over the flat content of the chunk (no per-event Python loops).
 
 Angles: Δφ is wrapped into [-π, π). Discrete target columns (:data:`JET_DISCRETE_TARGETS`) hold integers
@@ -132,6 +134,8 @@ TRACK_DISCRETE_TARGETS: tuple[TrackTarget, ...] = ()
 # which collections each table reads (scalars are always read)
 JET_COLLECTIONS = ("gen", "genjet", "recojet")
 TRACK_COLLECTIONS = ("gen", "trk")
+# what the context alone needs (running a trained model on generator-level files: no reco collections)
+CONTEXT_COLLECTIONS = {"jet": ("gen", "genjet"), "track": ("gen",)}
 
 _LEPTON_PIDS = (11, 13)
 _PHOTON_PID = 22
@@ -191,7 +195,8 @@ def _n_pileup(events: ak.Array) -> np.ndarray:
 
 def jet_table(events: ak.Array) -> dict[str, np.ndarray]:
     """Generator-jet table of one chunk (see the module docstring for the selection, matching, columns)."""
-    gen, genjet, recojet = (_require(events, p) for p in JET_COLLECTIONS)
+    gen, genjet = (_require(events, p) for p in CONTEXT_COLLECTIONS["jet"])
+    recojet = events["recojet"] if "recojet" in events.fields else None  # absent: context only (inference)
     n_ev = len(events)
     gj_counts = _counts(genjet)
     gj_event = _event_of(gj_counts)
@@ -235,6 +240,9 @@ def jet_table(events: ak.Array) -> dict[str, np.ndarray]:
     for col, m in cats.items():
         ctx[:, col] = np.bincount(pj[m], weights=e_in[m], minlength=n) / safe
 
+    tgt = np.zeros((n, len(JetTarget)), np.float32)
+    if recojet is None:
+        return {"context": ctx, "matched": np.zeros(n, bool), "target": tgt, "event_index": ev}
     # matching: closest reco jet within ΔR < JET_MATCH_DR
     r_eta, r_phi = (_flat(recojet, k, np.float64) for k in ("eta", "phi"))
     r_pt, r_m, r_nc = (_flat(recojet, k) for k in ("pt", "m", "n_const"))
@@ -247,7 +255,6 @@ def jet_table(events: ak.Array) -> dict[str, np.ndarray]:
     best = pr[order][first]
     matched = np.zeros(n, bool)
     matched[jets_with] = True
-    tgt = np.zeros((n, len(JetTarget)), np.float32)
     g_rows = rows[jets_with]
     tgt[jets_with, JetTarget.PT_RESPONSE] = r_pt[best] / pt[g_rows]
     tgt[jets_with, JetTarget.DETA] = r_eta[best] - eta[g_rows]
@@ -262,7 +269,8 @@ def jet_table(events: ak.Array) -> dict[str, np.ndarray]:
 
 def track_table(events: ak.Array) -> dict[str, np.ndarray]:
     """Charged-particle table of one chunk (see the module docstring for the selection, matching, columns)."""
-    gen, trk = (_require(events, p) for p in TRACK_COLLECTIONS)
+    (gen,) = (_require(events, p) for p in CONTEXT_COLLECTIONS["track"])
+    trk = events["trk"] if "trk" in events.fields else None  # absent: context only (inference)
     g_counts = _counts(gen)
     g_event = _event_of(g_counts)
     g_off = _offsets(g_counts)
@@ -287,6 +295,9 @@ def track_table(events: ak.Array) -> dict[str, np.ndarray]:
     ctx[:, TrackContext.VZ] = vz
     ctx[:, TrackContext.VR] = np.hypot(vx, vy)
 
+    if trk is None:
+        empty = np.zeros((n, len(TrackTarget)), np.float32)
+        return {"context": ctx, "matched": np.zeros(n, bool), "target": empty, "event_index": g_event[rows]}
     # matching: flat gen index of each track's particle; the first track of a particle wins
     t_counts = _counts(trk)
     t_event = _event_of(t_counts)

@@ -226,6 +226,41 @@ def run_model(
     typer.echo(f"{len(done)} files run, {len(results) - len(done)} skipped; {n_events} events in {elapsed:.1f} s{rate}")
 
 
+@app.command()
+@_clear_errors
+def bench(
+    models: Annotated[Optional[list[str]], typer.Argument(help="zoo names (default: every release)")] = None,
+    backends: Annotated[
+        Optional[list[str]],
+        typer.Option("--backends", "-b", help="torch-eager, runtime backends, particleflow; comma-separated or repeated (default: all available)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="results JSON (written atomically); plots go next to it")] = Path("benchmarks/results_runtime.json"),
+    markdown: Annotated[Optional[Path], typer.Option(help="write the runtime section of this file, e.g. BENCHMARKS.md")] = None,
+    quick: Annotated[bool, typer.Option(help="tiny budgets and fewer sizes: checks that everything runs")] = False,
+    threads: Annotated[int, typer.Option(help="threads per implementation (intra-op)")] = 1,
+    budget: Annotated[Optional[float], typer.Option(help="seconds of timed calls per point")] = None,
+    max_call: Annotated[Optional[float], typer.Option(help="skip points predicted to take longer per call [s]")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="ROOT events for the end-to-end run_file vs parts comparison")] = None,
+    e2e_model: Annotated[str, typer.Option(help="model of the end-to-end comparison")] = "mlpf-gnnlsh",
+) -> None:
+    """Benchmark zoo models on every backend (and jpata/particleflow's MLPF): throughput, latency, memory, FLOPs.
+
+    Example: hepzoo bench --markdown BENCHMARKS.md --data data/bench_ttbar.root   |   hepzoo bench flashsim-jet --quick
+    """
+    from hepzoo.bench import BenchSettings, end_to_end, run_benchmarks
+    from hepzoo.bench_report import write_report
+
+    settings = BenchSettings.create(quick=quick, threads=threads, budget_s=budget, max_call_s=max_call)
+    e2e = None
+    if data is not None:
+        e2e = lambda s: end_to_end(data, e2e_model, threads=s.threads, repeats=1 if s.quick else 3)  # noqa: E731
+    results = run_benchmarks(models, backends, settings, out=out, e2e=e2e, log=typer.echo)
+    typer.echo(f"results: {out}")
+    if markdown is not None:
+        plots = write_report(results, markdown, out.parent)
+        typer.echo(f"wrote the runtime section of {markdown}; plots: {', '.join(str(p) for p in plots.values())}")
+
+
 zoo_app = typer.Typer(no_args_is_help=True, help="Released models under zoo/<name>/<version>/.")
 app.add_typer(zoo_app, name="zoo")
 

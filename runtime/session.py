@@ -397,6 +397,15 @@ class Session:
         counts = np.bincount(table["event_index"][keep], minlength=len(events)) if keep.any() else np.zeros(len(events), np.int64)
         return ak.zip({k: ak.unflatten(v[keep], counts) for k, v in objects.items()}, depth_limit=2)
 
+    # ---- files ---------------------------------------------------------------------------------------------------
+
+    def run_file(self, input_path: str | os.PathLike, output: str | os.PathLike, **kwargs):
+        """One event file in, one ROOT file of reconstructed objects out (streamed, atomic, resumable);
+        see :func:`hepzoo.runtime.runfile.run_file` for the output layout and ``kwargs``."""
+        from .runfile import run_file
+
+        return run_file(self, input_path, output, **kwargs)
+
     # ---- concurrent callers ----------------------------------------------------------------------------------
 
     def start_batcher(self, max_batch: int = DEFAULT_BATCH_SIZE, max_delay: float = 0.002) -> DynamicBatcher:

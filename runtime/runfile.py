@@ -1,0 +1,316 @@
+"""ROOT in -> ROOT out: run a released model over event files (``Session.run_file``, ``hepzoo run``).
+
+Each input file gives one output file holding one entry per input event, in input order: the event
+identifiers the input has (``event_id``, ``process``, ``n_pileup``, ``weight``, ``seed``), the input
+``entry`` number, and one jagged collection of reconstructed objects:
+
+* MLPF models: ``mlpf`` (branches ``mlpf_cls, mlpf_charge, mlpf_pt, mlpf_eta, mlpf_phi, mlpf_e``, counter
+  ``nmlpf``): the predicted particle candidates.
+* flash-sim models: ``flashjet`` or ``flashtrk`` (see :func:`hepzoo.datasets.flashsim_data.reconstruct`),
+  plus the scalar ``flash_seed``. Event ``entry`` draws its noise from ``default_rng([seed, entry])``, so the
+  output does not depend on the chunk size or on how files are split across workers.
+
+Output files are written to a temporary name and renamed when complete, so a failed or interrupted run never
+leaves a half-written output. The JSON string ``hepzoo_run`` inside the output records the model (name,
+version, onnx sha256), backend, seed and the input's size/mtime/entries; a re-run skips outputs whose record
+matches (resumable) and refuses to replace one that does not unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from hepzoo.datasets import io, schema
+from hepzoo.datasets.mapping import BranchMapping
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["FileResult", "OUTPUT_TREE", "RUN_META_KEY", "output_path_for", "read_output", "read_run_record", "run_file", "run_files"]
+
+OUTPUT_TREE = "events"
+RUN_META_KEY = "hepzoo_run"
+DEFAULT_STEP = 1000
+_COLLECTION = {"mlpf": "mlpf", "jet": "flashjet", "track": "flashtrk"}
+
+
+@dataclass
+class FileResult:
+    """What happened to one input file."""
+
+    input: str
+    output: str
+    n_events: int
+    n_objects: int
+    skipped: bool
+    seconds: float
+
+
+def output_collection(session: Session) -> str:
+    return _COLLECTION["mlpf" if session.card.family == "mlpf" else session.flash_kind]
+
+
+def input_collections(session: Session) -> tuple[str, ...]:
+    """The input collections a model needs (only these are read)."""
+    if session.card.family == "mlpf":
+        return ("trk", "clu")
+    from hepzoo.datasets.flashsim_data import CONTEXT_COLLECTIONS
+
+    return CONTEXT_COLLECTIONS[session.flash_kind]
+
+
+def output_path_for(input_path: Path, output: Path, model_name: str, several_inputs: bool) -> Path:
+    """``output`` is a ``.root`` file (one input only) or a folder (``<input stem>.<model>.root`` inside)."""
+    if output.suffix == ".root" and not output.is_dir():
+        if several_inputs:
+            raise ValueError(f"--output {output} is one file but there are several inputs: give a folder")
+        return output
+    return output / f"{input_path.stem}.{model_name}.root"
+
+
+def _input_identity(path: Path, n_entries: int) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "entries": n_entries}
+
+
+def _run_record(session: Session, input_path: Path, n_entries: int, seed: int | None) -> dict[str, Any]:
+    return {
+        "model": session.name,
+        "version": session.version,
+        "onnx_sha256": session.card.onnx.sha256,
+        "seed": seed,
+        "input": _input_identity(input_path, n_entries),
+    }
+
+
+def read_run_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``hepzoo_run`` record of an output file ({} if it has none)."""
+    with uproot.open(path) as f:
+        if RUN_META_KEY not in f.keys(cycle=False):
+            return {}
+        return json.loads(str(f[RUN_META_KEY]))
+
+
+def read_output(path: str | os.PathLike) -> ak.Array:
+    """An output file as awkward records: scalars as fields, the object collection zipped under its name."""
+    collection = read_run_record(path).get("collection")
+    with uproot.open(path) as f:
+        flat = f[OUTPUT_TREE].arrays()
+    fields = {k: flat[k] for k in flat.fields if not (collection and (k.startswith(collection + "_") or k == "n" + collection))}
+    if collection:
+        prefix = collection + "_"
+        fields[collection] = ak.zip({k[len(prefix):]: flat[k] for k in flat.fields if k.startswith(prefix)}, depth_limit=2)
+    return ak.zip(fields, depth_limit=1)
+
+
+def _same_run(record: dict[str, Any], expected: dict[str, Any]) -> bool:
+    keys = ("model", "version", "onnx_sha256", "seed", "input")
+    return record.get("complete") is True and all(record.get(k) == expected[k] for k in keys)
+
+
+def _identifiers(chunk: ak.Array, first_entry: int) -> dict[str, np.ndarray]:
+    ids = {k: ak.to_numpy(chunk[k]).astype(dt, copy=False) for k, dt in schema.EVENT_SCALARS.items() if k in chunk.fields}
+    ids["entry"] = np.arange(first_entry, first_entry + len(chunk), dtype=np.int64)
+    return ids
+
+
+class _AtomicTree:
+    """One TTree written chunk by chunk into a temporary file, renamed over ``path`` by :meth:`commit`."""
+
+    def __init__(self, path: Path):
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
+        self.path = path
+        self.tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+        self.file = uproot.recreate(self.tmp)
+        self.tree = None
+
+    def extend(self, arrays: dict[str, Any]) -> None:
+        if self.tree is None:
+            types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in arrays.items()}
+            self.tree = self.file.mktree(OUTPUT_TREE, types)
+        self.tree.extend(arrays)
+
+    def commit(self, record: dict[str, Any]) -> None:
+        self.file[RUN_META_KEY] = json.dumps(record, sort_keys=True)
+        self.file.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def run_file(
+    session: Session,
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    seed: int | None = None,
+    step_size: int = DEFAULT_STEP,
+    overwrite: bool = False,
+    mapping: BranchMapping | None = None,
+    progress: Any = None,
+) -> FileResult:
+    """Run ``session`` over one event file into ``output`` (a ``.root`` path); see the module docstring.
+
+    ``seed`` is required for flash-sim models and refused for MLPF. ``progress``: a tqdm bar to advance by
+    the number of events read. Errors name the input file and the entries of the failing chunk.
+    """
+    started = time.perf_counter()
+    input_path, output = Path(input_path), Path(output)
+    generative = session.card.family == "flashsim"
+    if generative and seed is None:
+        raise ValueError(f"{session.name} is generative: give a seed (it is recorded in the output)")
+    if not generative and seed is not None:
+        raise ValueError(f"a seed is for generative (flash-sim) models; {session.name} is deterministic")
+    n_entries = io.num_entries(input_path, mapping=mapping)
+    record = _run_record(session, input_path, n_entries, seed)
+    if output.exists():
+        previous = read_run_record(output)
+        if _same_run(previous, record):
+            if progress is not None:
+                progress.update(n_entries)
+            return FileResult(str(input_path), str(output), n_entries, int(previous.get("n_objects", 0)), True, 0.0)
+        if not overwrite:
+            raise FileExistsError(
+                f"{output} exists but was not made by this run (model, seed or input differ, or it is not a "
+                "hepzoo run output): remove it or pass --overwrite"
+            )
+
+    collection = output_collection(session)
+    writer = _AtomicTree(output)
+    n_events = n_objects = 0
+    try:
+        chunks = io.iterate_events(input_path, step_size=step_size, collections=input_collections(session), mapping=mapping)
+        for chunk in chunks:
+            first = n_events
+            try:
+                if generative:
+                    objects = session.run(chunk, seed=seed, first_entry=first)
+                else:
+                    objects = session.run(chunk, first_entry=first)
+            except ValueError as error:
+                raise ValueError(f"{input_path}: entries {first}-{first + len(chunk) - 1}: {error}") from error
+            arrays: dict[str, Any] = _identifiers(chunk, first)
+            if generative:
+                arrays["flash_seed"] = np.full(len(chunk), seed, dtype=np.int64)
+            arrays[collection] = objects
+            writer.extend(arrays)
+            n_events += len(chunk)
+            n_objects += int(ak.sum(ak.num(objects, axis=1)))
+            if progress is not None:
+                progress.update(len(chunk))
+        if n_events != n_entries:
+            raise RuntimeError(f"{input_path}: read {n_events} events but the file has {n_entries}")
+        writer.commit({**record, "complete": True, "n_events": n_events, "n_objects": n_objects,
+                       "backend": session.backend_name, "collection": collection})
+    except BaseException:
+        writer.abort()
+        raise
+    return FileResult(str(input_path), str(output), n_events, n_objects, False, time.perf_counter() - started)
+
+
+def _plan(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, model: str) -> list[tuple[Path, Path]]:
+    files = io.expand_paths(inputs)
+    if not files:
+        raise FileNotFoundError(f"no input files match {inputs!r}")
+    output = Path(output)
+    pairs = [(f, output_path_for(f, output, model, len(files) > 1)) for f in files]
+    outs = [o for _, o in pairs]
+    clash = {o for o in outs if outs.count(o) > 1}
+    if clash:
+        raise ValueError(f"several inputs would write the same output {sorted(map(str, clash))}: rename the inputs")
+    if output.suffix != ".root" and not output.exists():
+        output.mkdir(parents=True)
+    return pairs
+
+
+def run_files(
+    session: Session,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    seed: int | None = None,
+    step_size: int = DEFAULT_STEP,
+    overwrite: bool = False,
+    mapping: BranchMapping | None = None,
+    show_progress: bool = False,
+) -> list[FileResult]:
+    """Run over every file matching ``inputs`` (paths or globs), one output per input (see :func:`output_path_for`)."""
+    pairs = _plan(inputs, output, session.name)
+    total = sum(io.num_entries(f, mapping=mapping) for f, _ in pairs)
+    from tqdm import tqdm
+
+    results = []
+    with tqdm(total=total, unit="ev", disable=not show_progress, desc=session.name) as bar:
+        for input_path, output_path in pairs:
+            results.append(
+                run_file(session, input_path, output_path, seed=seed, step_size=step_size, overwrite=overwrite,
+                         mapping=mapping, progress=bar)
+            )
+    return results
+
+
+def _run_one_on_worker(release: str, backend: str, input_path: str, output_path: str, options: dict) -> dict:
+    """Dask task: load the release in the worker process (sessions do not pickle) and run one file."""
+    from .session import Session
+
+    return asdict(run_file(Session.load(release, backend=backend), input_path, output_path, **options))
+
+
+def run_files_dask(
+    session: Session,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    seed: int | None = None,
+    step_size: int = DEFAULT_STEP,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> list[FileResult]:
+    """:func:`run_files` with one Dask task per input file, on ``scheduler`` (an address) or a local cluster.
+
+    Each task loads the release itself and writes its own output atomically, so the outputs are identical to a
+    single-process run (flash-sim noise is keyed by entry, not by worker).
+    """
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    pairs = _plan(inputs, output, session.name)
+    options = {"seed": seed, "step_size": step_size, "overwrite": overwrite}
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=n_workers or min(len(pairs), os.cpu_count() or 1), threads_per_worker=1,
+                               processes=True, dashboard_address=None)
+    client = Client(cluster if cluster is not None else scheduler)
+    try:
+        futures = [
+            client.submit(_run_one_on_worker, str(session.folder), session.backend_name, str(i), str(o), options, pure=False)
+            for i, o in pairs
+        ]
+        from tqdm import tqdm
+
+        for _ in tqdm(as_completed(futures), total=len(futures), unit="file", disable=not show_progress):
+            pass
+        return [FileResult(**f.result()) for f in futures]
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
