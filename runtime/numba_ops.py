@@ -85,7 +85,7 @@ def _erf(x):
     q = x2 * q + -1.68282697438203e-03
     q = x2 * q + -7.37332916720468e-03
     q = x2 * q + -1.42647390514189e-02
-    return x * p / q
+    return min(max(x * p / q, -1.0), 1.0)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -188,7 +188,9 @@ def _program_inplace(buf, codes, consts, percol):
         elif code == 15:
             for j in range(n):
                 v = buf[j]
-                buf[j] = 0.5 * v * (1.0 + _erf(v * _SQRT1_2))
+                z = v * _SQRT1_2
+                # beyond the approximation's range, erf is -1 to float precision: gelu = 0 (NaN at -inf)
+                buf[j] = 0.0 * v if z < -4.0 else 0.5 * v * (1.0 + _erf(z))
         elif code == 16:
             for j in range(n):
                 v = buf[j]

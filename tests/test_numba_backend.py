@@ -1,0 +1,478 @@
+"""hepzoo.runtime numba backend: kernels vs NumPy, single ops vs the ONNX reference evaluator, every zoo model
+vs ONNX Runtime CPU within the card's tolerance, load-time errors, and a process without onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import awkward as ak
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+from scipy.special import erf
+
+from hepzoo.datasets import io, schema
+from hepzoo.export.card import load_card
+from hepzoo.export.zoo import list_releases
+from hepzoo.models import get_spec
+from hepzoo.runtime import NumbaBackend, Session, available_backends
+from hepzoo.runtime import numba_ops as K
+from hepzoo.runtime.numba_backend import GraphRunError, UnsupportedModelError, plan_graph
+
+RELEASES = [r for r in list_releases() if (r.path / "card.json").is_file()]
+RNG = np.random.default_rng
+
+
+# ---- kernels vs NumPy references -------------------------------------------------------------------------------
+
+
+def _program(names: list[str], rng, ncol: int) -> tuple[np.ndarray, np.ndarray]:
+    codes = np.array([K.OP_CODES[n] for n in names], dtype=np.int64)
+    consts = rng.uniform(0.5, 2.0, (len(names), ncol)).astype(np.float32)
+    return codes, consts
+
+
+ALL_STEPS = [
+    ["ADD", "SUB", "RSUB", "MUL", "DIV", "RDIV"],
+    ["MAX", "MIN", "NEG", "ABS"],
+    ["EXP", "LOG"],
+    ["TANH", "SIGMOID"],
+    ["GELU"],
+    ["GELU_TANH"],
+    ["ASINH", "ROUND", "RELU"],
+    ["ABS", "SQRT", "ERF"],
+]
+
+
+@pytest.mark.parametrize("names", ALL_STEPS, ids=lambda n: "-".join(n))
+@pytest.mark.parametrize("ncol", [1, 7])
+def test_apply_program_matches_numpy(names, ncol):
+    rng = RNG(1)
+    x = (rng.standard_normal((5, 3, 7)) * 3).astype(np.float32)
+    x[0, 0, :3] = [0.0, 2.5, -3.5]  # rounding ties, zero
+    codes, consts = _program(names, rng, ncol)
+    got = K.apply_program(x, codes, consts)
+    ref = K.run_program_numpy(x, codes, consts)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=2e-6, equal_nan=True)
+
+
+def test_program_special_values():
+    x = np.array([-np.inf, -100.0, -1e-5, 0.0, 1e-5, 100.0, np.inf, np.nan], np.float32)
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        refs = {
+            "SIGMOID": 1 / (1 + np.exp(-x64)),
+            "TANH": np.tanh(x64),
+            # gelu(-inf) = -inf * 0: NaN, in the kernel as in the formula
+            "GELU": 0.5 * x64 * (1 + erf(x64 / np.sqrt(2))),
+            "EXP": np.exp(x64),
+        }
+        for name, ref in refs.items():
+            got = K.apply_program(x, np.array([K.OP_CODES[name]]), np.zeros((1, 1), np.float32))
+            np.testing.assert_allclose(got, ref.astype(np.float32), rtol=1e-6, atol=1e-7, equal_nan=True, err_msg=name)
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("ncol_program", [0, 1, "n"])
+def test_dense_matches_numpy(m, ncol_program):
+    rng = RNG(m)
+    k, n = 13, 11
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    if ncol_program == 0:
+        codes, consts = np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
+    else:
+        codes, consts = _program(["GELU", "MUL", "ADD"], rng, 1 if ncol_program == 1 else n)
+    got = K.dense(x, w, b, codes, consts)
+    lin = (x.astype(np.float64) @ w + b).astype(np.float32)
+    ref = K.run_program_numpy(lin, codes, consts) if codes.size else lin
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bmm_matches_numpy():
+    rng = RNG(2)
+    a = rng.standard_normal((4, 5, 6)).astype(np.float32)
+    b = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(K.bmm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_matches_numpy():
+    rng = RNG(3)
+    x = (rng.standard_normal((6, 10)) * 5 + 3).astype(np.float32)
+    g, b = rng.standard_normal(10).astype(np.float32), rng.standard_normal(10).astype(np.float32)
+    y, mean, inv = K.layer_norm(x, g, b, 1e-5)
+    x64 = x.astype(np.float64)
+    mu, var = x64.mean(1, keepdims=True), x64.var(1, keepdims=True)
+    np.testing.assert_allclose(y, (x64 - mu) / np.sqrt(var + 1e-5) * g + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean, mu[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(inv, 1 / np.sqrt(var[:, 0] + 1e-5), rtol=1e-5)
+
+
+def test_softmax_with_minus_inf_masking():
+    rng = RNG(4)
+    x = rng.standard_normal((4, 9)).astype(np.float32) * 10
+    x[1, 3:] = -np.inf  # partly masked row
+    x[2, :] = -np.inf  # fully masked row: NaN, as in NumPy's formula and ONNX Runtime
+    got = K.softmax(x)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x - x.max(1, keepdims=True))
+        ref = e / e.sum(1, keepdims=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert np.all(got[1, 3:] == 0) and np.all(np.isnan(got[2]))
+
+
+def test_argmax_ties():
+    x = np.array([[1, 3, 3, 0], [2, 2, 2, 2], [-1, -5, -1, -9]], np.float32)
+    np.testing.assert_array_equal(K.argmax_last(x, False), [1, 0, 0])
+    np.testing.assert_array_equal(K.argmax_last(x, True), [2, 3, 2])
+
+
+def _topk_reference(x: np.ndarray, k: int, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted by value (descending if largest), ties by ascending index, as ONNX TopK requires."""
+    idx = np.arange(x.shape[1])
+    order = np.stack([np.lexsort((idx, -row if largest else row)) for row in x])[:, :k]
+    return np.take_along_axis(x, order, 1), order
+
+
+@pytest.mark.parametrize("largest", [False, True])
+@pytest.mark.parametrize("k", [1, 5, 33])
+def test_topk_with_ties(largest, k):
+    rng = RNG(5)
+    x = rng.integers(0, 6, (7, 33)).astype(np.float32)  # many ties
+    values, indices = K.topk(x, k, largest)
+    ref_v, ref_i = _topk_reference(x, k, largest)
+    np.testing.assert_array_equal(indices, ref_i)
+    np.testing.assert_array_equal(values, ref_v)
+
+
+def test_gather_scatter_elements_match_numpy():
+    rng = RNG(6)
+    data = rng.standard_normal((3, 8, 4)).astype(np.float32)
+    idx = rng.integers(-8, 8, (3, 5, 4))
+    out, bad = K.gather_elements(data, idx)
+    assert bad == -1
+    np.testing.assert_array_equal(out, np.take_along_axis(data, idx % 8, axis=1))
+    perm = np.stack([np.stack([rng.permutation(8) for _ in range(4)], -1) for _ in range(3)])  # unique per column
+    upd = rng.standard_normal(perm.shape).astype(np.float32)
+    for code, ufunc in [(0, None), (1, np.add), (2, np.multiply), (3, np.maximum), (4, np.minimum)]:
+        got, bad = K.scatter_elements(data, perm - 8 * (code % 2), upd, code)  # negative indices on odd codes
+        ref = data.copy()
+        if ufunc is None:
+            np.put_along_axis(ref, perm, upd, axis=1)
+        else:
+            np.put_along_axis(ref, perm, ufunc(np.take_along_axis(ref, perm, 1), upd), axis=1)
+        assert bad == -1
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+    _, bad = K.gather_elements(data, np.full((3, 1, 4), 8))
+    assert bad == 0
+
+
+# ---- single operators vs the ONNX reference evaluator ------------------------------------------------------------
+
+
+def _one_node_model(op: str, inputs: dict[str, np.ndarray], consts: dict[str, np.ndarray], n_out: int = 1, **attrs):
+    names = list(inputs) + list(consts)
+    outs = [f"y{i}" for i in range(n_out)]
+    node = helper.make_node(op, names, outs, name=f"the_{op.lower()}", **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in inputs.items()],
+        [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs],
+        [numpy_helper.from_array(v, n) for n, v in consts.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def _check_op(tmp_path, op, inputs, consts=None, n_out=1, **attrs):
+    model = _one_node_model(op, inputs, consts or {}, n_out, **attrs)
+    path = tmp_path / f"{op}.onnx"
+    onnx.save(model, path)
+    ref = ReferenceEvaluator(model).run(None, inputs)
+    got = NumbaBackend(path).run(inputs)
+    for i, r in enumerate(ref):
+        g = got[f"y{i}"]
+        assert g.shape == r.shape and g.dtype == r.dtype, (op, g.shape, r.shape, g.dtype, r.dtype)
+        np.testing.assert_allclose(g, r, rtol=2e-6, atol=2e-6, equal_nan=True, err_msg=op)
+
+
+F = np.float32
+
+
+def _x(*shape, seed=0):
+    return RNG(seed).standard_normal(shape).astype(F)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("Add", {"a": _x(2, 3, 4), "b": _x(3, 1)}, {}, {}),  # broadcasting, both runtime
+        ("Sub", {"a": _x(2, 3, 4)}, {"c": _x(4)}, {}),  # fused program with a per-column constant
+        ("Div", {"a": _x(2, 3, 4)}, {"c": np.array(2.5, F)}, {}),
+        ("Div", {"a": np.array([7, -7, 6, -6], np.int64), "b": np.array([2, 2, -4, 4], np.int64)}, {}, {}),
+        ("Mul", {"a": _x(5, 1)}, {"c": _x(3)}, {}),  # constant broadcasts the output wider: not fused
+        ("Gelu", {"a": _x(3, 4)}, {}, {"approximate": "tanh"}),
+        ("Clip", {"a": _x(3, 4)}, {"lo": np.array(-0.5, F), "hi": np.array(0.5, F)}, {}),
+        ("Softmax", {"a": _x(2, 3, 5)}, {}, {"axis": 1}),
+        ("Softmax", {"a": _x(2, 3, 5)}, {}, {"axis": -1}),
+        ("LayerNormalization", {"a": _x(2, 3, 4)}, {"g": _x(3, 4, seed=1), "b": _x(3, 4, seed=2)}, {"axis": -2}),
+        ("ArgMax", {"a": _x(3, 4, 5)}, {}, {"axis": -2, "keepdims": 1}),
+        ("ArgMax", {"a": _x(3, 4, 5)}, {}, {"axis": 0, "keepdims": 0, "select_last_index": 1}),
+        ("ReduceSum", {"a": _x(3, 4, 5)}, {"axes": np.array([-1, 0])}, {"keepdims": 0}),
+        ("ReduceSum", {"a": _x(3, 4, 5)}, {}, {"keepdims": 1}),
+        ("Transpose", {"a": _x(2, 3, 4)}, {}, {"perm": [2, 0, 1]}),
+        ("Gather", {"a": _x(3, 4, 5)}, {"i": np.array([[0, -1], [2, 1]])}, {"axis": -2}),
+        ("Gather", {"a": _x(3, 4, 5)}, {"i": np.array(-1)}, {"axis": 2}),
+        ("GatherElements", {"a": _x(3, 4, 5), "i": RNG(1).integers(-3, 3, (2, 4, 5))}, {}, {"axis": 0}),
+        ("GatherElements", {"a": _x(3, 4, 5), "i": RNG(2).integers(-5, 5, (3, 4, 7))}, {}, {"axis": 2}),
+        ("Slice", {"a": _x(6, 7)}, {"s": np.array([-1, 1]), "e": np.array([-7, 100]), "ax": np.array([0, -1]), "st": np.array([-2, 3])}, {}),
+        ("Unsqueeze", {"a": _x(3, 4)}, {"ax": np.array([-1, 0])}, {}),
+        ("Squeeze", {"a": _x(3, 1, 4, 1)}, {"ax": np.array([-1])}, {}),
+        ("Reshape", {"a": _x(2, 3, 4)}, {"s": np.array([0, -1])}, {}),
+        ("Expand", {"a": _x(3, 1)}, {"s": np.array([2, 1, 4])}, {}),
+        ("Concat", {"a": _x(2, 3), "b": _x(2, 1)}, {}, {"axis": -1}),
+        ("Where", {"c": RNG(0).random((3, 4)) > 0.5, "a": _x(3, 4)}, {"b": _x(4)}, {}),
+        ("Equal", {"a": np.array([1, 2, 3], np.int64)}, {"b": np.array([3, 2, 1], np.int64)}, {}),
+        ("Cast", {"a": _x(3, 4) * 10}, {}, {"to": TensorProto.INT32}),
+        ("Range", {}, {"s": np.array(1, np.int64), "l": np.array(10, np.int64), "d": np.array(3, np.int64)}, {}),
+        ("Round", {"a": np.array([0.5, 1.5, 2.5, -0.5, -1.5, 2.4], F)}, {}, {}),
+        ("Asinh", {"a": _x(3, 4)}, {}, {}),
+        ("Gemm", {"a": _x(3, 5)}, {"w": _x(4, 5, seed=1), "c": _x(4, seed=2)}, {"transB": 1, "alpha": 0.5, "beta": 2.0}),
+        ("Gemm", {"a": _x(5, 3), "w": _x(5, 4, seed=1)}, {}, {"transA": 1}),
+        ("MatMul", {"a": _x(2, 1, 3, 5), "b": _x(4, 5, 2)}, {}, {}),  # runtime operands, batch broadcasting
+        ("MatMul", {"a": _x(2, 3, 5)}, {"w": _x(5, seed=1)}, {}),  # constant vector weight
+        ("MatMul", {"a": _x(5)}, {"w": _x(5, 4, seed=1)}, {}),
+    ],
+    ids=lambda c: c[0],
+)
+def test_single_op_matches_onnx_reference(tmp_path, case):
+    op, inputs, consts, attrs = case
+    _check_op(tmp_path, op, inputs, consts, **attrs)
+
+
+@pytest.mark.parametrize("largest", [0, 1])
+def test_topk_op_with_ties_and_negative_axis(tmp_path, largest):
+    x = RNG(3).integers(0, 4, (3, 9, 2)).astype(F)
+    _check_op(tmp_path, "TopK", {"a": x}, {"k": np.array([4])}, n_out=2, axis=-2, largest=largest)
+
+
+def test_scatter_elements_op(tmp_path):
+    data = _x(4, 4)
+    idx = np.array([[1, -1, 0, 2], [0, 0, 3, 1]])  # unique per column: "none" is order-independent
+    upd = _x(2, 4, seed=5)
+    for reduction in ("none", "add", "mul", "max", "min"):
+        _check_op(tmp_path, "ScatterElements", {"d": data, "i": idx, "u": upd}, axis=0, reduction=reduction)
+
+
+def test_constant_subgraph_is_folded_and_chain_is_fused(tmp_path):
+    """Initializer-only nodes run once at load; MatMul + Add + Gelu + Mul become one dense step."""
+    w = _x(4, 3)
+    nodes = [
+        helper.make_node("Transpose", ["wT"], ["w"], perm=[1, 0], name="fold_me"),
+        helper.make_node("MatMul", ["x", "w"], ["xw"], name="mm"),
+        helper.make_node("Add", ["xw", "b"], ["lin"], name="bias"),
+        helper.make_node("Gelu", ["lin"], ["act"], name="act"),
+        helper.make_node("Mul", ["act", "two"], ["y"], name="scale"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w.T.copy(), "wT"), numpy_helper.from_array(_x(3, seed=1), "b"), numpy_helper.from_array(np.array(2.0, F), "two")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    plan = plan_graph(path)
+    assert plan.n_folded == 1 and len(plan.steps) == 1 and plan.fused["nodes_into_dense"] == 4
+    x = _x(6, 4, seed=3)
+    np.testing.assert_allclose(NumbaBackend(path).run({"x": x})["y"], ReferenceEvaluator(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+# ---- load- and run-time errors -------------------------------------------------------------------------------------
+
+
+def _save(tmp_path, op, inputs, consts=None, n_out=1, **attrs):
+    path = tmp_path / f"{op}.onnx"
+    onnx.save(_one_node_model(op, inputs, consts or {}, n_out, **attrs), path)
+    return path
+
+
+def test_unsupported_op_fails_at_load_naming_op_and_node(tmp_path):
+    path = _save(tmp_path, "Einsum", {"a": _x(2, 3), "b": _x(3, 4)}, equation="ij,jk->ik")
+    with pytest.raises(UnsupportedModelError, match=r"node 'the_einsum' \(Einsum\).*operator 'Einsum' is not supported"):
+        NumbaBackend(path)
+
+
+@pytest.mark.parametrize(
+    "op,inputs,attrs,message",
+    [
+        ("Cast", {"a": _x(2)}, {"to": TensorProto.STRING}, r"the_cast.*cast to ONNX type 8"),
+        ("Gelu", {"a": _x(2)}, {"approximate": "erf"}, r"the_gelu.*approximate='erf'"),
+        ("Softmax", {"a": _x(2)}, {"axis": 0, "foo": 1}, r"the_softmax.*attribute\(s\) \['foo'\]"),
+        ("LayerNormalization", {"a": _x(2, 3), "s": _x(3)}, {"stash_type": 0}, r"the_layernormalization.*stash_type=0"),
+    ],
+)
+def test_unsupported_attribute_fails_at_load(tmp_path, op, inputs, attrs, message):
+    with pytest.raises(UnsupportedModelError, match=message):
+        NumbaBackend(_save(tmp_path, op, inputs, **attrs))
+
+
+def test_bad_inputs_name_the_tensor_or_node(tmp_path):
+    path = _save(tmp_path, "GatherElements", {"a": _x(3, 4), "i": np.zeros((3, 2), np.int64)}, axis=1)
+    backend = NumbaBackend(path)
+    with pytest.raises(ValueError, match="input 'a' must be float32"):
+        backend.run({"a": np.zeros((3, 4)), "i": np.zeros((3, 2), np.int64)})
+    with pytest.raises(ValueError, match=r"input 'a' must have shape \[3, 4\]"):
+        backend.run({"a": _x(3, 5), "i": np.zeros((3, 2), np.int64)})
+    with pytest.raises(GraphRunError, match=r"the_gatherelements.*index 7 is out of range"):
+        backend.run({"a": _x(3, 4), "i": np.full((3, 2), 7)})
+
+
+# ---- every zoo model vs ONNX Runtime CPU ----------------------------------------------------------------------------
+
+
+def _sizes(card) -> list[tuple[int, int]]:
+    if card.family == "mlpf":
+        g = card.element_granularity
+        return [(1, g), (3, 4 * g), (3, 5 * g)]  # 64, 256 and the non-bucket 320 for the zoo's granularity 64
+    return [(1, 0), (7, 0), (1000, 0)]
+
+
+@pytest.fixture(scope="module", params=RELEASES, ids=lambda r: f"{r.name}-{r.version}")
+def release_backends(request):
+    ort = pytest.importorskip("onnxruntime")
+    release = request.param
+    card = load_card(release.path)
+    path = release.path / card.onnx.file
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return card, NumbaBackend(path), session
+
+
+def test_zoo_models_match_onnxruntime(release_backends):
+    card, backend, session = release_backends
+    spec = get_spec(card.provenance.model)
+    mask_name = next((t.name for t in card.inputs if t.dtype == "bool"), None)
+    tol = card.tolerance
+    for batch, n in _sizes(card):
+        inputs = {k: v.numpy() for k, v in spec.make_inputs(batch, n, seed=batch + n).items()}
+        ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs), strict=True))
+        got = backend.run(inputs)
+        assert set(got) == set(ref)
+        for name, r in ref.items():
+            g = got[name]
+            assert g.shape == r.shape and g.dtype == r.dtype, (name, batch, n)
+            if mask_name is not None and r.ndim >= 2 and r.shape[:2] == inputs[mask_name].shape:
+                keep = inputs[mask_name]
+                assert keep.any()
+                g, r = g[keep], r[keep]
+            np.testing.assert_allclose(g, r, atol=tol.atol, rtol=tol.rtol, err_msg=f"{card.name} {name} batch {batch} n {n}")
+
+
+def _events(n_tracks: list[int], n_clusters: list[int], seed: int) -> ak.Array:
+    rng = RNG(seed)
+    evs = []
+    for i, (nt, nc) in enumerate(zip(n_tracks, n_clusters, strict=True)):
+        ev = {"event_id": i, "process": 1, "n_pileup": 0, "weight": 1.0, "seed": seed}
+        for prefix, k in {"gen": 0, "trk": nt, "clu": nc, "tgt": nt + nc}.items():
+            for f in schema.COLLECTIONS[prefix].fields:
+                dt = np.dtype(f.dtype)
+                v = np.abs(rng.normal(size=k)) + 0.5 if dt.kind == "f" else np.ones(k)
+                ev[schema.COLLECTIONS[prefix].branch(f.name)] = v.astype(dt)
+        ev["clu_layer"] = rng.integers(1, 4, size=nc).astype(np.int32)
+        evs.append(ev)
+    return io.events_to_awkward(evs)
+
+
+@pytest.mark.parametrize("name", ["mlpf-gnnlsh", "flashsim-jet"])
+def test_session_end_to_end_matches_onnxruntime(name):
+    pytest.importorskip("onnxruntime")
+    sess = Session.load(name, backend="numba")
+    ref = Session.load(name, backend="onnxruntime-cpu")
+    assert sess.backend_name == "numba" and "numba" in available_backends()
+    tol = sess.card.tolerance
+    if sess.card.family == "mlpf":
+        events = _events([3, 0, 40, 7], [5, 0, 90, 2], seed=2)
+        got, want = sess.run(events, keep_empty=True, probabilities=True), ref.run(events, keep_empty=True, probabilities=True)
+        assert ak.to_list(ak.num(got)) == [8, 0, 130, 9]
+        for field in ("pt", "eta", "phi", "e", "cls_prob"):
+            np.testing.assert_allclose(
+                ak.to_numpy(ak.flatten(got[field])), ak.to_numpy(ak.flatten(want[field])), atol=10 * tol.atol, rtol=10 * tol.rtol
+            )
+    else:
+        context = RNG(0).standard_normal((50, sess.card.inputs[0].shape[-1])).astype(F)
+        got, want = sess.sample(context, seed=3), ref.sample(context, seed=3)
+        np.testing.assert_allclose(got["efficiency"], want["efficiency"], atol=tol.atol, rtol=tol.rtol)
+        np.testing.assert_allclose(got["sample"], want["sample"], atol=tol.atol, rtol=tol.rtol)
+
+
+# ---- no onnxruntime at all -------------------------------------------------------------------------------------------
+
+_NO_ORT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+
+    class BlockOnnxRuntime:
+        def find_spec(self, name, path=None, target=None):
+            if name == "onnxruntime" or name.startswith("onnxruntime."):
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, BlockOnnxRuntime())
+    import hepzoo.runtime as rt
+
+    out = {"available": rt.available_backends()}
+    flash = rt.Session.load("flashsim-jet")  # auto: the only backend left
+    res = flash.sample(np.asarray(json.loads(sys.argv[1]), dtype=np.float32), seed=11)
+    out["flash_backend"] = flash.backend_name
+    out["efficiency"] = res["efficiency"].tolist()
+    out["sample"] = res["sample"].tolist()
+    mlpf = rt.Session.load("mlpf-transformer", backend="numba")
+    x = np.asarray(json.loads(sys.argv[2]), dtype=np.float32)
+    elems = mlpf.run_elements(x, np.array([0, 3, 3, len(x)]))
+    out["regression"] = elems["regression"].tolist()
+    out["ort_loaded"] = any(m == "onnxruntime" or m.startswith("onnxruntime.") for m in sys.modules)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_runs_without_onnxruntime():
+    rng = RNG(8)
+    context = rng.standard_normal((5, 12)).astype(F)
+    x = np.abs(rng.standard_normal((10, len(schema.ElementFeature)))).astype(F)
+    x[:, schema.ElementFeature.TYPE] = rng.integers(1, 3, 10)
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_ORT, json.dumps(context.tolist()), json.dumps(x.tolist())],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["available"] == ["numba"] and out["flash_backend"] == "numba" and not out["ort_loaded"]
+    # same numbers as the numba backend in this process (where onnxruntime may be installed)
+    flash = Session.load("flashsim-jet", backend="numba").sample(context, seed=11)
+    np.testing.assert_allclose(out["efficiency"], flash["efficiency"], rtol=1e-6)
+    np.testing.assert_allclose(out["sample"], flash["sample"], rtol=1e-6)
+    elems = Session.load("mlpf-transformer", backend="numba").run_elements(x, np.array([0, 3, 3, 10]))
+    np.testing.assert_allclose(out["regression"], elems["regression"], rtol=1e-6)
+
+
+def test_gather_elements_negative_axis(tmp_path):
+    """(The ONNX reference evaluator mishandles a negative axis here, so NumPy is the reference.)"""
+    data = _x(3, 4, 5)
+    idx = RNG(2).integers(-5, 5, (3, 4, 7))
+    got = NumbaBackend(_save(tmp_path, "GatherElements", {"a": data, "i": idx}, axis=-1)).run({"a": data, "i": idx})["y0"]
+    np.testing.assert_array_equal(got, np.take_along_axis(data, idx % 5, axis=-1))
