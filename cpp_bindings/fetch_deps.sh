@@ -98,3 +98,8 @@ mkdir -p "$prefix/lib"
 ln -sfn "$deps/root/usr/include/onnxruntime" "$prefix/include"
 ln -sfn "$lib" "$prefix/lib/libonnxruntime.so.1"
 ln -sfn libonnxruntime.so.1 "$prefix/lib/libonnxruntime.so"
+# execution-provider libraries (CUDA, TensorRT in onnxruntime-gpu) are loaded from the directory of the library
+for provider in "$(dirname "$lib")"/libonnxruntime_providers_*.so; do
+    [ -e "$provider" ] && ln -sfn "$provider" "$prefix/lib/$(basename "$provider")"
+done
+exit 0

@@ -54,7 +54,7 @@ Args parse(int argc, char** argv) {
 float plausible(const std::string& name, std::mt19937_64& rng, float phi, bool track) {
   std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
   std::exponential_distribution<float> exponential(1.0f / 3.0f);
-  if (name == "type") return track ? 1.0f : 2.0f;  // schema.ElementType: 1 track, 2 cluster
+  if (name == "type") return track ? 1.0f : 2.0f;  // schema.ElementType: 1 track, 2 ECAL cluster
   if (name == "pt") return 0.5f + exponential(rng);
   if (name == "log_pt") return std::log(20.0f + 10.0f * exponential(rng));
   if (name == "eta" || name == "eta_calo") return 5.0f * uniform(rng) - 2.5f;

@@ -410,6 +410,7 @@ void Session::Impl::setUp(const fs::path& release, SessionOptions opts) {
     }
   }
 
+  Ort::Env& env = processEnv();  // first: execution providers log through the environment's logger
   Ort::SessionOptions so;
   so.SetIntraOpNumThreads(options.intra_op_threads);
   so.SetInterOpNumThreads(1);
@@ -429,7 +430,7 @@ void Session::Impl::setUp(const fs::path& release, SessionOptions opts) {
 #endif
   }
   try {
-    session = Ort::Session(processEnv(), model.data(), model.size(), so);
+    session = Ort::Session(env, model.data(), model.size(), so);
   } catch (const Ort::Exception& e) {
     throw Error(onnx_path.string() + ": ONNX Runtime cannot load the model: " + e.what());
   }
