@@ -151,17 +151,29 @@ def export(
     name: Annotated[str, typer.Argument(help="release name, e.g. mlpf-gnnlsh")],
     version: Annotated[Optional[str], typer.Option(help="version (default: the highest)")] = None,
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: the model's, else the exporter's)")] = None,
+    triton: Annotated[
+        Optional[Path], typer.Option(help="write a Triton model repository entry into DIR from the existing export (no re-export)")
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(help="--triton: Triton max_batch_size")] = 64,
 ) -> None:
     """Export a zoo release to model.onnx (dynamo exporter), check ONNX Runtime vs torch parity, write card.json.
 
     Nothing is written when the parity check fails (the error names the output tensor and the deviation).
+    With --triton DIR: no export; DIR/<name>/config.pbtxt and DIR/<name>/<version>/model.onnx are written
+    from the release's verified card and model.onnx.
 
-    Example: hepzoo export mlpf-gnnlsh --version 1
+    Example: hepzoo export mlpf-gnnlsh --version 1   |   hepzoo export mlpf-gnnlsh --triton triton_repo/
     """
     from hepzoo.export.onnx_export import export_release
     from hepzoo.export.zoo import find_release
 
     release = find_release(name, version)
+    if triton is not None:
+        from hepzoo.export.triton import CONFIG, write_triton_repository
+
+        folder = write_triton_repository(release.path, triton, max_batch_size=max_batch_size)
+        typer.echo(f"Triton model repository entry: {folder / CONFIG} and {folder}/{release.version}/model.onnx")
+        return
     typer.echo(f"exporting {release.name} {release.version} ({release.path}) ...")
     onnx_path, card = export_release(release, opset=opset)
     tol = card.tolerance
