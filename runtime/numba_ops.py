@@ -372,9 +372,8 @@ def softmax(x):
     y = np.empty_like(x)
     for i in range(r):
         m = -np.inf
-        for j in range(d):
-            if x[i, j] > m or math.isnan(x[i, j]):
-                m = x[i, j]
+        for j in range(d):  # a NaN anywhere makes the whole row NaN through the sum below
+            m = max(m, x[i, j])
         s = 0.0
         for j in range(d):
             e = math.exp(x[i, j] - m)
