@@ -32,7 +32,7 @@ import numpy as np
 from . import numba_ops as K
 from .backends import Backend
 
-__all__ = ["NumbaBackend", "UnsupportedModelError", "plan_graph"]
+__all__ = ["GraphRunError", "NumbaBackend", "Plan", "UnsupportedModelError", "describe_plan", "plan_graph", "profile_steps"]
 
 log = logging.getLogger(__name__)
 
