@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "cpp_bindings" / "build"
 RELEASES = [r for r in list_releases() if (r.path / CARD).is_file()]
 IDS = [f"{r.name}-{r.version}" for r in RELEASES]
+FLASHSIM = [r for r in RELEASES if load_card(r.path, verify_onnx=False).family == "flashsim"]
 MAKE_CPP = ["make", "-o", ".venv/.hepzoo-installed", "cpp", f"BIN={Path(sys.executable).parent}"]
 
 # MLPF cases: (name, element counts per event, size-bucket override or None, events per ONNX Runtime call).
@@ -209,6 +210,23 @@ def test_parity_check_fails_on_a_wrong_value(cpp_build, golden, tmp_path):
     assert f"runElements '{name}': value {i} is" in proc.stdout or f"run '{name}': value {i} is" in proc.stdout
 
 
+@pytest.mark.parametrize("golden", FLASHSIM, ids=[f"{r.name}-{r.version}" for r in FLASHSIM], indirect=True)
+def test_flashsim_seeded_sample(cpp_build, golden):
+    """sample(context, seed) in C++ (std::mt19937_64): reproducible per seed, different across seeds, its returned
+    noise reproduces the outputs through run(), and the noise is standard normal."""
+    release, cases = golden
+    reports = []
+    for seed in (1, 1, 2):
+        proc = _drive(cpp_build, "sample", release.path, cases[0], seed)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        reports.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert reports[0]["outputs_sha256"] == reports[1]["outputs_sha256"] != reports[2]["outputs_sha256"]
+    for report in reports:
+        for spec in load_card(release.path, verify_onnx=False).noise_inputs:
+            stats = report[spec.name]  # >= 257 x 5 draws: mean within 5 sigma of 0, std within 10 %
+            assert abs(stats["mean"]) < 5 / np.sqrt(stats["n"]) and abs(stats["std"] - 1) < 0.1, stats
+
+
 def test_threads_match_serial_bitwise(cpp_build, golden):
     release, cases = golden
     proc = _drive(cpp_build, "threads", release.path, cases[0], 8, 200)
@@ -313,7 +331,7 @@ def test_misuse_is_a_clear_error(cpp_build, release, kind, pattern):
 
 
 def test_bad_offsets(cpp_build):
-    mlpf = next(r for r in RELEASES if load_card(r.path, verify_onnx=False).family == "mlpf")
+    mlpf = next(r for r in RELEASES if r not in FLASHSIM)
     message = _error(_drive(cpp_build, "bad-input", "offsets", mlpf.path))
     assert message.endswith("offsets must be non-decreasing: offsets[2] = 4 < offsets[1] = 6")
 

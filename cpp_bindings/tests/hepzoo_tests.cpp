@@ -3,6 +3,7 @@
 //   hepzoo_tests sha256-vectors                       FIPS 180-2 / NIST test vectors
 //   hepzoo_tests sha256 FILE...                       prints "<hex>  <file>" per file (compared with hashlib)
 //   hepzoo_tests parity RELEASE CASE_DIR              C++ outputs vs the Python runtime's golden files
+//   hepzoo_tests sample RELEASE CASE_DIR SEED          flash-sim sample(context, seed): reproducible, consistent
 //   hepzoo_tests threads RELEASE CASE_DIR T CALLS     T threads x CALLS calls on one Session == serial, bitwise
 //   hepzoo_tests bad-input KIND RELEASE               one bad-input scenario; prints "ERROR: <message>", exit 3
 //
@@ -211,6 +212,43 @@ int parity(const fs::path& release, const fs::path& case_dir) {
     compareAllBitwise(label + " runInto vs run", into, out);
   }
   std::cout << "PARITY OK " << label << "\n";
+  return 0;
+}
+
+// ---- flash-sim sample(seed) -----------------------------------------------------------------------------------
+
+/// sample(context, seed): the same seed gives the same outputs, the returned noise reproduces them through run(),
+/// the noise looks standard normal. Prints the sha256 of the output bytes (pytest compares seeds).
+int sample(const fs::path& release, const fs::path& case_dir, std::uint64_t seed) {
+  const Case c(case_dir);
+  const hepzoo::Session session(release);
+  const hepzoo::ModelCard& card = session.card();
+  std::string context_name;
+  for (const auto& t : card.inputs)
+    if (!card.isNoise(t.name)) context_name = t.name;
+  const hepzoo::ConstTensor context = c.inputs.at(context_name).view();
+  const hepzoo::Outputs first = session.sample(context, seed);
+  compareAllBitwise("sample twice", session.sample(context, seed), first);
+  hepzoo::Inputs inputs{{context_name, context}};
+  for (const std::string& noise : card.noise_inputs) inputs[noise] = first.at(noise).view();
+  hepzoo::Outputs graph_only = first;
+  for (const std::string& noise : card.noise_inputs) graph_only.erase(noise);
+  compareAllBitwise("run(context, returned noise) vs sample", session.run(inputs), graph_only);
+  json report = {{"seed", seed}};
+  for (const std::string& noise : card.noise_inputs) {
+    const std::vector<float>& v = first.at(noise).data;
+    double sum = 0.0, sum2 = 0.0;
+    for (float x : v) {
+      sum += x;
+      sum2 += static_cast<double>(x) * x;
+    }
+    const double mean = sum / static_cast<double>(v.size());
+    report[noise] = {{"n", v.size()}, {"mean", mean}, {"std", std::sqrt(sum2 / static_cast<double>(v.size()) - mean * mean)}};
+  }
+  std::string bytes;
+  for (const auto& [name, t] : graph_only) bytes.append(reinterpret_cast<const char*>(t.data.data()), t.data.size() * sizeof(float));
+  report["outputs_sha256"] = hepzoo::sha256Hex(bytes.data(), bytes.size());
+  std::cout << report.dump() << "\n";
   return 0;
 }
 
@@ -423,7 +461,7 @@ int badInput(const std::string& kind, const fs::path& release) {
 
 int usage() {
   std::cerr << "usage: hepzoo_tests sha256-vectors | sha256 FILE... | parity RELEASE CASE_DIR |"
-               " threads RELEASE CASE_DIR THREADS CALLS | bad-input KIND RELEASE\n";
+               " sample RELEASE CASE_DIR SEED | threads RELEASE CASE_DIR THREADS CALLS | bad-input KIND RELEASE\n";
   return 2;
 }
 
@@ -438,6 +476,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (args.size() == 3 && args[0] == "parity") return parity(args[1], args[2]);
+    if (args.size() == 4 && args[0] == "sample") return sample(args[1], args[2], std::stoull(args[3]));
     if (args.size() == 5 && args[0] == "threads") return threads(args[1], args[2], std::stoi(args[3]), std::stoi(args[4]));
     if (args.size() == 3 && args[0] == "bad-input") return badInput(args[1], args[2]);
     return usage();
