@@ -2,8 +2,9 @@
 
 Generates ttbar events (Pythia8 + detector simulation + PF baseline + targets) and single-particle guns, reads
 them back through the schema-checked reader, and reports detector response, target composition and the
-rule-based PF jet response against generator jets, and runs every released MLPF model of the zoo on the same
-ttbar events (never seen in training: different seed) next to the PF baseline, and every released flash-sim
+rule-based PF jet response against generator jets, and runs every exported zoo model through the runtime
+(``hepzoo run``: ROOT in, ROOT out, ONNX artifact) on the same ttbar events (never seen in training: different
+seed); the MLPF outputs are read back and compared with the PF baseline, and every released flash-sim
 model against that full chain, next to the noise floor of a second, independent ttbar sample.
 """
 
@@ -22,7 +23,7 @@ from hepzoo.datasets.schema import ClusterLayer, TargetClass
 from hepzoo.datasets.sources import SourceSpec
 
 from .jets import binned_response, jet_response, summarize_response
-from .mlpf import format_comparison, predict_candidates, reconstruction_metrics
+from .mlpf import format_comparison, reconstruction_metrics
 from .flashsim import evaluate as evaluate_flashsim
 from .flashsim import flash_sample
 from .flashsim import format_report as format_flashsim
@@ -49,10 +50,12 @@ def run_demo(out_dir: Path, n_events: int = 200, workers: int = 2, seed: int = 7
         generate(config, path, workers=workers)
         events[name] = read_events(path)
 
-    zoo_candidates = _zoo_candidates(events["ttbar"])
+    runs = _run_zoo(out_dir / "ttbar.root", out_dir / "run", seed)
+    zoo_candidates = {name: run["output"].mlpf for name, run in runs.items() if run["family"] == "mlpf"}
     metrics = {
         "seed": seed,
         "n_events": n_events,
+        "runs": {name: {k: v for k, v in run.items() if k != "output"} for name, run in runs.items()},
         "calorimeter_response": {
             name: _calo_response(events[name]) for name in ("electron_gun", "pion_gun")
         },
@@ -121,8 +124,34 @@ def _zoo_models(family: str) -> dict:
     return models
 
 
-def _zoo_candidates(ttbar: ak.Array) -> dict[str, ak.Array]:
-    return {name: predict_candidates(model, ttbar) for name, model in _zoo_models("mlpf").items()}
+def _run_zoo(events_file: Path, out_dir: Path, seed: int) -> dict[str, dict]:
+    """Every exported zoo release over ``events_file`` through the runtime, as ``hepzoo run`` does
+    (ROOT in, ROOT out); returns per model the run summary and the output read back."""
+    import time
+
+    from hepzoo.export.zoo import list_releases
+    from hepzoo.runtime import Session
+    from hepzoo.runtime.runfile import read_output, run_files
+
+    runs = {}
+    for release in list_releases():
+        if not (release.path / "card.json").is_file():
+            continue
+        session = Session.load(release.path)
+        generative = session.card.family == "flashsim"
+        started = time.perf_counter()
+        (result,) = run_files(session, events_file, out_dir, seed=seed if generative else None, overwrite=True)
+        seconds = time.perf_counter() - started
+        runs[f"{release.name}/{release.version}"] = {
+            "family": session.card.family,
+            "backend": session.backend_name,
+            "output_file": result.output,
+            "n_events": result.n_events,
+            "n_objects": result.n_objects,
+            "seconds": seconds,
+            "output": read_output(result.output),
+        }
+    return runs
 
 
 def _plot(ttbar: ak.Array, zoo_candidates: dict[str, ak.Array], out_dir: Path) -> None:
@@ -207,6 +236,11 @@ def format_metrics(metrics: dict) -> str:
         lines.append(
             f"    pT {row['pt_lo']:5.0f}-{row['pt_hi']:<5.0f} n={row['n']:4d} median {row['median']:.3f} "
             f"IQR/median {row['iqr_over_median']:.3f}"
+        )
+    for name, run in metrics.get("runs", {}).items():
+        lines.append(
+            f"  hepzoo run {name} ({run['backend']}): {run['n_events']} events -> {run['n_objects']} objects "
+            f"in {run['seconds']:.1f} s -> {run['output_file']}"
         )
     for name, result in metrics.get("zoo", {}).items():
         lines.append(f"  zoo model {name} vs rule-based PF on the same ttbar events:")
