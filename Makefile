@@ -24,12 +24,11 @@ demo: $(STAMP)
 
 # C++ bindings (cpp_bindings/): headers fetched privately (fetch_deps.sh), linked against the venv's onnxruntime wheel.
 CPP_BUILD := cpp_bindings/build
-CPP_DEPS := $(CURDIR)/$(CPP_BUILD)/deps
 
 cpp: $(STAMP)
 	bash cpp_bindings/fetch_deps.sh $(CPP_BUILD) $(BIN)/python
-	cmake -S cpp_bindings -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release -DONNXRUNTIME_ROOT=$(CPP_DEPS)/onnxruntime \
-		-DCMAKE_PREFIX_PATH=$(CPP_DEPS)/root/usr > $(CPP_BUILD)/configure.log || { cat $(CPP_BUILD)/configure.log; exit 1; }
+	cmake -S cpp_bindings -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release $$(cat $(CPP_BUILD)/deps/cmake-args) \
+		> $(CPP_BUILD)/configure.log || { cat $(CPP_BUILD)/configure.log; exit 1; }
 	cmake --build $(CPP_BUILD) -j 2
 
 bench-generation: $(STAMP)

@@ -4,15 +4,18 @@
 #   fetch_deps.sh BUILD_DIR PYTHON
 #
 # 1. Downloads Debian trixie's libonnxruntime-dev (C/C++ API headers) and nlohmann-json3-dev with apt through a
-#    configuration private to BUILD_DIR/deps/apt (own sources.list, lists, cache and an empty dpkg status: nothing
-#    on the machine changes, no root needed), from the same archive URL the machine's apt already uses, and
-#    unpacks them with `dpkg -x` into BUILD_DIR/deps/root. Done once (stamp file), atomically.
+#    configuration private to BUILD_DIR/deps/apt-trixie (own sources.list, lists, cache and an empty dpkg status:
+#    nothing on the machine changes, no root needed), from the same archive URL the machine's apt already uses,
+#    and unpacks them with `dpkg -x` into BUILD_DIR/deps/root. Done once (a .fetched mark), atomically.
+#    Without system OpenSSL headers, libssl-dev of the machine's own release is fetched the same way.
 # 2. Lays out an ONNX Runtime prefix BUILD_DIR/deps/onnxruntime: include/ (those headers) and lib/ with the
 #    libonnxruntime.so / .so.1 symlinks to the library inside PYTHON's onnxruntime wheel (the C API is versioned,
 #    so the 1.21 headers work with the wheel's newer runtime). Re-done every call (cheap), so a rebuilt venv is
 #    picked up; nothing is written into the venv.
+# 3. Writes BUILD_DIR/deps/cmake-args: the -D options that point CMake at all of the above.
 #
-# HEPZOO_DEBIAN_MIRROR overrides the archive URL; HEPZOO_DEBIAN_SUITE (default trixie) the suite.
+# HEPZOO_DEBIAN_MIRROR overrides the archive URL; HEPZOO_DEBIAN_SUITE (default trixie) the suite;
+# HEPZOO_FETCH_OPENSSL=1 fetches libssl-dev even where the system has OpenSSL headers (to test that path).
 set -euo pipefail
 
 build_dir=${1:?usage: fetch_deps.sh BUILD_DIR PYTHON}
@@ -23,7 +26,6 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 
 mkdir -p "$build_dir/deps"
 deps=$(cd "$build_dir/deps" && pwd)
-stamp="$deps/root/.fetched-$suite"
 
 # The first Debian archive URL (.../debian) among the machine's apt sources, deb822 (.sources) or one-line (.list).
 archive_url() {
@@ -37,7 +39,10 @@ archive_url() {
     } | grep -E '/debian/?$' | head -n 1
 }
 
-if [ ! -f "$stamp" ]; then
+apt_opts=()
+# private_apt DIR SUITE: an apt configuration of its own under DIR for "deb MIRROR SUITE main", lists updated
+private_apt() {
+    local dir=$1 suite=$2 mirror
     mirror=${HEPZOO_DEBIAN_MIRROR:-$(archive_url || true)}
     if [ -z "$mirror" ]; then
         echo "fetch_deps.sh: no Debian archive URL (.../debian) in /etc/apt/sources.list or /etc/apt/sources.list.d/*;" \
@@ -45,39 +50,67 @@ if [ ! -f "$stamp" ]; then
         exit 1
     fi
     [ -f "$keyring" ] || { echo "fetch_deps.sh: $keyring missing (package debian-archive-keyring)" >&2; exit 1; }
-    apt_dir="$deps/apt"
-    rm -rf "$apt_dir"
-    mkdir -p "$apt_dir"/{etc/sources.list.d,etc/preferences.d,etc/apt.conf.d,lists/partial,cache/archives/partial,debs}
-    : > "$apt_dir/status"
-    echo "deb [signed-by=$keyring] ${mirror%/} $suite main" > "$apt_dir/etc/sources.list"
+    rm -rf "$dir"
+    mkdir -p "$dir"/{etc/sources.list.d,etc/preferences.d,etc/apt.conf.d,lists/partial,cache/archives/partial,debs}
+    : > "$dir/status"
+    echo "deb [signed-by=$keyring] ${mirror%/} $suite main" > "$dir/etc/sources.list"
     apt_opts=(
-        -o "Dir::Etc::sourcelist=$apt_dir/etc/sources.list"
-        -o "Dir::Etc::sourceparts=$apt_dir/etc/sources.list.d"
-        -o "Dir::Etc::preferencesparts=$apt_dir/etc/preferences.d"
-        -o "Dir::Etc::parts=$apt_dir/etc/apt.conf.d"
-        -o "Dir::State::Lists=$apt_dir/lists"
-        -o "Dir::State::status=$apt_dir/status"
-        -o "Dir::Cache=$apt_dir/cache"
+        -o "Dir::Etc::sourcelist=$dir/etc/sources.list"
+        -o "Dir::Etc::sourceparts=$dir/etc/sources.list.d"
+        -o "Dir::Etc::preferencesparts=$dir/etc/preferences.d"
+        -o "Dir::Etc::parts=$dir/etc/apt.conf.d"
+        -o "Dir::State::Lists=$dir/lists"
+        -o "Dir::State::status=$dir/status"
+        -o "Dir::Cache=$dir/cache"
         -o "Debug::NoLocking=1"
         -o "APT::Sandbox::User=$(id -un)"
     )
-    echo "fetch_deps.sh: ${packages[*]} from $mirror $suite (private apt configuration in $apt_dir)"
+    echo "fetch_deps.sh: Debian $suite from $mirror (private apt configuration in $dir)"
     apt-get "${apt_opts[@]}" -qq update
+}
+
+# fetch DEST SUITE HEADER... -- PACKAGE...: download PACKAGEs from SUITE and unpack them into DEST (atomically,
+# once: DEST/.fetched marks it done), checking that each HEADER (relative to usr/include) arrived.
+fetch() {
+    local dest=$1 suite=$2 headers=() packages=()
+    shift 2
+    while [ "$1" != "--" ]; do headers+=("$1"); shift; done
+    shift
+    packages=("$@")
+    [ -f "$dest/.fetched" ] && return 0
+    local apt_dir="$deps/apt-$suite" tmp="$dest.tmp"
+    private_apt "$apt_dir" "$suite"
     (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" -qq download "${packages[@]}")
-    tmp="$deps/root.tmp"
     rm -rf "$tmp"
     mkdir -p "$tmp"
     for deb in "$apt_dir"/debs/*.deb; do
         dpkg -x "$deb" "$tmp"
         basename "$deb" >> "$tmp/.packages"
     done
-    for header in onnxruntime/onnxruntime_cxx_api.h nlohmann/json.hpp; do
-        [ -f "$tmp/usr/include/$header" ] || { echo "fetch_deps.sh: $header not in the downloaded packages" >&2; exit 1; }
+    for header in "${headers[@]}"; do
+        [ -f "$tmp/usr/include/$header" ] || { echo "fetch_deps.sh: $header not in ${packages[*]}" >&2; exit 1; }
     done
-    touch "$tmp/.fetched-$suite"
-    rm -rf "$deps/root"
-    mv "$tmp" "$deps/root"
+    touch "$tmp/.fetched"
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
     rm -rf "$apt_dir"  # the package lists (about 20 MB) are not needed any more
+}
+
+fetch "$deps/root" "$suite" onnxruntime/onnxruntime_cxx_api.h nlohmann/json.hpp -- "${packages[@]}"
+cmake_args=("-DONNXRUNTIME_ROOT=$deps/onnxruntime" "-DCMAKE_PREFIX_PATH=$deps/root/usr")
+
+# OpenSSL (libcrypto, for sha256): the system's headers, else libssl-dev of the machine's own release (its
+# headers only; the library is the machine's libcrypto.so.3, present wherever Python's ssl module works).
+if [ ! -f /usr/include/openssl/evp.h ] || [ -n "${HEPZOO_FETCH_OPENSSL:-}" ]; then
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    crypto=$(ldconfig -p | awk '$1 == "libcrypto.so.3" { print $NF; exit }')
+    [ -n "$codename" ] && [ -n "$crypto" ] || { echo "fetch_deps.sh: no OpenSSL headers and no way to fetch them" >&2; exit 1; }
+    fetch "$deps/openssl" "$codename" openssl/evp.h -- libssl-dev
+    # Debian keeps the architecture's configuration headers in usr/include/<triplet>/openssl/: merge them in
+    for header in "$deps"/openssl/usr/include/*/openssl/*.h; do
+        [ -e "$header" ] && ln -sfn "$header" "$deps/openssl/usr/include/openssl/$(basename "$header")"
+    done
+    cmake_args+=("-DOPENSSL_INCLUDE_DIR=$deps/openssl/usr/include" "-DOPENSSL_CRYPTO_LIBRARY=$crypto")
 fi
 
 # The wheel's runtime library (libonnxruntime.so.1.NN.N, soname libonnxruntime.so.1).
@@ -98,6 +131,7 @@ mkdir -p "$prefix/lib"
 ln -sfn "$deps/root/usr/include/onnxruntime" "$prefix/include"
 ln -sfn "$lib" "$prefix/lib/libonnxruntime.so.1"
 ln -sfn libonnxruntime.so.1 "$prefix/lib/libonnxruntime.so"
+printf '%s\n' "${cmake_args[@]}" > "$deps/cmake-args"  # read by `make cpp`
 # execution-provider libraries (CUDA, TensorRT in onnxruntime-gpu) are loaded from the directory of the library
 for provider in "$(dirname "$lib")"/libonnxruntime_providers_*.so; do
     [ -e "$provider" ] && ln -sfn "$provider" "$prefix/lib/$(basename "$provider")"
