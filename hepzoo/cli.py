@@ -117,7 +117,7 @@ def tune(
     typer.echo(f"results: {result['out'] / 'results.md'}; best config: {result['best_config_path']}")
     if not result["complete"]:
         typer.secho(f"the search was interrupted: continue it with --resume --out {out}", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(code=130)
+        sys.exit(130)  # not typer.Exit: _clear_errors would turn it into "error:" and code 1
     if retrain_best:
         metrics = retrain(result["best_config_path"], result["space"])
         typer.echo(f"retrained best config: validation {metrics['val']}; weights {metrics['best'] or metrics['last']}")
@@ -273,8 +273,67 @@ def bench(
         typer.echo(f"wrote the runtime section of {markdown}; plots: {', '.join(str(p) for p in plots.values())}")
 
 
+@app.command()
+@_clear_errors
+def validate(
+    name: Annotated[str, typer.Argument(help="zoo name, release folder or card.json")],
+    data: Annotated[list[str], typer.Option("--data", help="ROOT files (globs allowed), repeatable")],
+    out: Annotated[Optional[Path], typer.Option(help="folder for metrics.json, plots, report.md/html (default: validate_out/NAME)")] = None,
+    max_events: Annotated[int, typer.Option(help="events used (0: all)")] = 0,
+    seed: Annotated[int, typer.Option(help="flash-sim sampling seed (bootstrap seeds derive from it)")] = 1,
+    backend: Annotated[str, typer.Option(help="runtime backend")] = "auto",
+    threads: Annotated[int, typer.Option(help="intra-op threads (runtime and the flash-sim classifier)")] = 1,
+    gate: Annotated[bool, typer.Option(help="check the card's thresholds (--no-gate: only measure and report)")] = True,
+) -> None:
+    """Validate the deployed model (model.onnx through the runtime) on ROOT files and gate it on the card's thresholds.
+
+    MLPF: efficiency, fake rate, particle/jet/MET response next to the rule-based PF. Flash-sim: W1, KS, classifier
+    AUC and efficiency vs the full chain, next to the noise floor of the other half of the events.
+    Exits 1 and lists what regressed (metric, measured ± unc, threshold) when a metric is worse than its threshold.
+
+    Example: hepzoo validate mlpf-gnnlsh --data 'data/test*.root' --max-events 300 --out validate_out/mlpf-gnnlsh
+    """
+    from hepzoo.validation.gate import format_checks
+    from hepzoo.validation.run import validate as run_validation
+
+    out = out if out is not None else Path("validate_out") / Path(name).name
+    result = run_validation(name, data, out, max_events=max_events, seed=seed, backend=backend, threads=threads,
+                            require_thresholds=gate)  # fmt: skip
+    typer.echo(format_checks(result.checks) if result.checks else "no gate: metrics measured and reported only")
+    typer.echo(f"report: {out / 'report.html'}  ({out / 'report.md'}, {out / 'metrics.json'})")
+    if not result.passed:
+        typer.secho(f"GATE FAILED: {len(result.failed)} metric(s) regressed:", fg=typer.colors.RED, err=True)
+        typer.secho(format_checks(result.failed), fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
+    if result.checks:
+        typer.secho("gate passed", fg=typer.colors.GREEN)
+
+
 zoo_app = typer.Typer(no_args_is_help=True, help="Released models under zoo/<name>/<version>/.")
 app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("set-thresholds")
+@_clear_errors
+def zoo_set_thresholds(
+    name: Annotated[str, typer.Argument(help="zoo name, release folder or card.json")],
+    data: Annotated[list[str], typer.Option("--data", help="held-out release test files (globs allowed)")],
+    n_sigma: Annotated[float, typer.Option(help="k in the gate rule (see hepzoo.validation.gate)")] = 3.5,
+    max_events: Annotated[int, typer.Option(help="events used (0: all)")] = 0,
+    seed: Annotated[int, typer.Option(help="flash-sim sampling seed")] = 1,
+    threads: Annotated[int, typer.Option(help="intra-op threads")] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="also write the release measurement's report here")] = None,
+) -> None:
+    """Measure a release on held-out files and write the gate thresholds into its card.json (model.onnx untouched).
+
+    Example: hepzoo zoo set-thresholds mlpf-gnnlsh --data data/ttbar_test.root
+    """
+    from hepzoo.validation.run import set_thresholds
+
+    thresholds = set_thresholds(name, data, max_events=max_events, seed=seed, n_sigma=n_sigma, threads=threads, out=out)
+    for metric, t in thresholds.metrics.items():
+        typer.echo(f"  {metric:44s} {t.reference:.4g} ± {t.uncertainty:.2g}  ({t.better}, n={t.n})")
+    typer.echo(f"wrote {len(thresholds.metrics)} thresholds (n_sigma {thresholds.n_sigma}) into the card of {name}")
 
 
 @zoo_app.command("list")

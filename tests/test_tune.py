@@ -84,6 +84,7 @@ def test_space_format_and_errors(tmp_path):
         ({"params": {"optim.lr": {"uniform": [0, 1]}}, "mode": "best"}, "mode"),
         ({"params": {"optim.lr": {"uniform": [0, 1]}}, "grace_period": 5, "max_epochs": 2}, "grace_period 5"),
         ({"params": {}}, "params"),
+        ({"params": {"loss.focal_gamma": {"uniform": [0, 3]}}}, "changes what val_loss measures"),
         ({"params": {"optim.lr": {"uniform": [0, 1]}}, "metrc": "val_loss"}, "metrc"),
     ]
     for i, (data, message) in enumerate(bad):
@@ -226,3 +227,20 @@ def test_tiny_search_asha_interrupt_resume_and_retrain(events_dir, tmp_path):
     # out/ray_tmp is too long for unix sockets) was removed
     assert home_results.exists() == had_home_results
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "hz-ray-*"))) == ray_temps
+
+
+def test_cli_help_and_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from hepzoo.cli import app
+
+    runner = CliRunner()
+    help_ = runner.invoke(app, ["tune", "--help"])
+    assert help_.exit_code == 0 and "Example:" in help_.output
+    base = _write(tmp_path / "base.yaml", make_raw_config(tmp_path))
+    space = _write(tmp_path / "space.yaml", "params: {optim.lr: {uniform: [1.0, 0.1]}}\n")
+    bad = runner.invoke(app, ["tune", str(base), "--space", str(space), "--samples", "2", "--out", str(tmp_path / "o")])
+    assert bad.exit_code == 1 and "space.yaml" in bad.output and "lower bound" in bad.output
+    missing = runner.invoke(app, ["tune", str(tmp_path / "nope.yaml"), "--space", str(space)])
+    assert missing.exit_code == 1 and "nope.yaml" in missing.output
+    assert not (tmp_path / "o").exists()  # nothing started

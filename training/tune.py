@@ -124,9 +124,15 @@ class SearchSpace(_Strict):
         return params
 
     @model_validator(mode="after")
-    def _grace(self) -> SearchSpace:
+    def _check(self) -> SearchSpace:
         if self.max_epochs is not None and self.grace_period > self.max_epochs:
             raise ValueError(f"grace_period {self.grace_period} is larger than max_epochs {self.max_epochs}")
+        weights = [k for k in self.params if k.startswith("loss.")]
+        if self.metric == "val_loss" and weights:
+            raise ValueError(
+                f"searching {', '.join(weights)} changes what val_loss measures, so trials are not comparable: "
+                "optimise a figure the loss settings do not define (e.g. jet_iqr_over_median, val_nll)"
+            )
         return self
 
     def ray_space(self) -> dict[str, Any]:
@@ -487,8 +493,8 @@ def run_search(config_path: str | Path, space_path: str | Path, opts: TuneOption
     from the trials so far). Returns ``{"rows", "best_params", "best_config", "best_config_path", "out",
     "space", "complete"}``; ``complete`` is False when trials are left (continue with ``opts.resume``)."""
     config_path = Path(config_path)
-    space = load_space(space_path)
     cfg = load_config(config_path, opts.overrides)  # validates the base config (names the file)
+    space = load_space(space_path)
     base = _absolute(apply_overrides(yaml.safe_load(config_path.read_text()) or {}, opts.overrides))
     origin = str(config_path)
     _check_space_against(space, base, origin)
