@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hepzoo-installed
 TORCH := torch==2.13.0
 
-.PHONY: setup test demo bench-generation clean cpp
+.PHONY: setup test demo bench bench-generation clean cpp
 
 setup: $(STAMP)
 
@@ -33,6 +33,13 @@ cpp: $(STAMP)
 
 bench-generation: $(STAMP)
 	$(BIN)/python benchmarks/bench_generation.py --out BENCHMARKS.md
+
+# Runtime benchmark (hepzoo bench) with jpata/particleflow's MLPF as the reference; run on a quiet machine.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet --no-deps particleflow==3.1.0
+	test -f data/bench_ttbar.root || $(BIN)/hepzoo generate ttbar -n 200 --seed 1 -o data/bench_ttbar.root --no-progress
+	$(BIN)/hepzoo bench --markdown BENCHMARKS.md --data data/bench_ttbar.root
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
