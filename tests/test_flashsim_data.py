@@ -136,8 +136,18 @@ def test_empty_chunk_and_missing_collection():
     for fn in (fd.jet_table, fd.track_table):
         t = fn(chunk)
         assert t["context"].shape[0] == t["target"].shape[0] == t["matched"].shape[0] == 0
-    with pytest.raises(io.SchemaError, match="no 'recojet' collection"):
-        fd.jet_table(chunk[["gen", "genjet"]])
+    with pytest.raises(io.SchemaError, match="no 'genjet' collection"):
+        fd.jet_table(chunk[["gen", "recojet"]])
+
+
+def test_tables_without_reco_collections_give_context_only():
+    """Generator-level files (the input of a flash-sim run): same context, nothing matched."""
+    chunk = io.events_to_awkward(tiny_events())
+    for fn, keep in ((fd.jet_table, ["n_pileup", "gen", "genjet"]), (fd.track_table, ["n_pileup", "gen"])):
+        full, context_only = fn(chunk), fn(chunk[keep])
+        np.testing.assert_array_equal(context_only["context"], full["context"])
+        np.testing.assert_array_equal(context_only["event_index"], full["event_index"])
+        assert not context_only["matched"].any() and full["matched"].any()
 
 
 def _write(path, evs, cuts):
