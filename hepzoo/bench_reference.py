@@ -46,6 +46,8 @@ def reference_config(model_name: str, kwargs: Mapping[str, Any], max_elements: i
     """
     from hepzoo.models import get_spec
 
+    if model_name not in ("mlpf-gnnlsh", "mlpf-transformer"):
+        raise ValueError(f"no particleflow reference for {model_name!r} (only mlpf-gnnlsh and mlpf-transformer have one)")
     defaults = dict(get_spec(model_name).defaults)
     kw = {**defaults, **dict(kwargs)}
     width, layers = int(kw["width"]), int(kw["num_layers"])
@@ -69,30 +71,29 @@ def reference_config(model_name: str, kwargs: Mapping[str, Any], max_elements: i
                 f"with the number of bins; hepzoo: 1 step and {kw['num_hashes']} hash directions",
             ],
         }
-    if model_name == "mlpf-transformer":
-        heads = int(kw["num_heads"])
-        if width % heads:
-            raise ValueError(f"{model_name}: width {width} is not divisible by num_heads {heads}")
-        return {
-            "type": "attention",
-            "attention": {
-                "num_heads": heads,
-                "head_dim": width // heads,
-                "num_convs": layers,
-                # particleflow's default; on CPU torch runs its flash-attention CPU kernel (no N x N matrix)
-                "attention_type": "flash",
-                "dropout_conv_id_mha": 0.0,
-                "dropout_conv_id_ff": 0.0,
-                "dropout_conv_reg_mha": 0.0,
-                "dropout_conv_reg_ff": 0.0,
-                "dropout_ff": 0.0,
-            },
-            "notes": [
-                "particleflow runs two stacks of attention layers (identification and regression), each num_convs deep",
-                f"particleflow's feed-forward width equals the embedding ({width}); hepzoo's is {kw['ffn_mult']} x {width}",
-            ],
-        }
-    raise ValueError(f"no particleflow reference for {model_name!r} (only mlpf-gnnlsh and mlpf-transformer have one)")
+    # mlpf-transformer
+    heads = int(kw["num_heads"])
+    if width % heads:
+        raise ValueError(f"{model_name}: width {width} is not divisible by num_heads {heads}")
+    return {
+        "type": "attention",
+        "attention": {
+            "num_heads": heads,
+            "head_dim": width // heads,
+            "num_convs": layers,
+            # particleflow's default; on CPU torch runs its flash-attention CPU kernel (no N x N matrix)
+            "attention_type": "flash",
+            "dropout_conv_id_mha": 0.0,
+            "dropout_conv_id_ff": 0.0,
+            "dropout_conv_reg_mha": 0.0,
+            "dropout_conv_reg_ff": 0.0,
+            "dropout_ff": 0.0,
+        },
+        "notes": [
+            "particleflow runs two stacks of attention layers (identification and regression), each num_convs deep",
+            f"particleflow's feed-forward width equals the embedding ({width}); hepzoo's is {kw['ffn_mult']} x {width}",
+        ],
+    }
 
 
 def build_reference(model_name: str, kwargs: Mapping[str, Any], seed: int = 0) -> tuple[Any, dict[str, Any]]:
