@@ -254,6 +254,7 @@ def bench(
     max_call: Annotated[Optional[float], typer.Option(help="skip points predicted to take longer per call [s]")] = None,
     data: Annotated[Optional[Path], typer.Option(help="ROOT events for the end-to-end run_file vs parts comparison")] = None,
     e2e_model: Annotated[str, typer.Option(help="model of the end-to-end comparison")] = "mlpf-gnnlsh",
+    tag: Annotated[Optional[str], typer.Option(help="own BENCHMARKS.md section and plot names, e.g. gpu-h100")] = None,
 ) -> None:
     """Benchmark zoo models on every backend (and jpata/particleflow's MLPF): throughput, latency, memory, FLOPs.
 
@@ -269,7 +270,7 @@ def bench(
     results = run_benchmarks(models, backends, settings, out=out, e2e=e2e, log=typer.echo)
     typer.echo(f"results: {out}")
     if markdown is not None:
-        plots = write_report(results, markdown, out.parent)
+        plots = write_report(results, markdown, out.parent, tag=tag)
         typer.echo(f"wrote the runtime section of {markdown}; plots: {', '.join(str(p) for p in plots.values())}")
 
 
