@@ -451,9 +451,27 @@ def machine_info() -> dict[str, Any]:
         "peak_gflops_per_core": per_core,
         "peak_gflops": per_core * cores if per_core else None,
         "peak_method": "usable cores x frequency x FP32 FLOPs per cycle per core",
+        "gpus": gpu_info(),
         "os": f"{platform.system()} {platform.release()}",
         "hostname_hash": uuid.uuid5(uuid.NAMESPACE_DNS, platform.node()).hex[:8],
     }
+
+
+def gpu_info() -> list[str]:
+    """Names and memory of the NVIDIA GPUs nvidia-smi sees (empty without one): GPU rows are labelled with it."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def library_versions() -> dict[str, str | None]:
@@ -780,7 +798,8 @@ def run_benchmarks(
             "timing": "time.perf_counter per call; warm-up excluded; stop at 95% CI (Student t) of the mean within "
             "target_rel_ci, or when the budget is spent (>= 3 calls), or at max_reps",
             "memory": "resource.getrusage(RUSAGE_SELF).ru_maxrss after the timed calls minus the RSS "
-            "(/proc/self/statm) just before the first call",
+            "(/proc/self/statm) just before the first call, so warm-up is included (ONNX Runtime's arena growth, "
+            "numba loading its compiled kernels and LLVM)",
             "flops": "hepzoo models: 2*M*N*K of every MatMul/Gemm of model.onnx at the concrete size (ONNX shape "
             "inference); particleflow: torch FlopCounterMode; element-wise ops not counted",
             "peak": machine["peak_method"],

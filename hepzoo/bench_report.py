@@ -21,6 +21,7 @@ __all__ = [
     "BEGIN",
     "END",
     "make_plots",
+    "markers",
     "ratio_table",
     "render_section",
     "replace_section",
@@ -227,7 +228,7 @@ def _end_to_end_lines(e2e: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def render_section(results: Mapping[str, Any], links: Mapping[str, str] | None = None) -> str:
+def render_section(results: Mapping[str, Any], links: Mapping[str, str] | None = None, tag: str | None = None) -> str:
     """The markdown section (without markers) for ``results``; ``links``: plot name -> relative path."""
     m = results["machine"]
     v = results["versions"]
@@ -236,13 +237,16 @@ def render_section(results: Mapping[str, Any], links: Mapping[str, str] | None =
     ok = _ok(results["records"])
     load = float(np.median([r["wall_over_cpu"] for r in ok if r.get("wall_over_cpu")])) if ok else None
     versions = ", ".join(f"{k} {val}" for k, val in v.items() if val and k in ("python", "torch", "onnxruntime", "onnx", "numba", "numpy", "particleflow"))
+    gpus = m.get("gpus") or []
     lines = [
-        "## Inference runtime: zoo models on every backend",
+        "## Inference runtime: zoo models on every backend" + (f" ({tag})" if tag else ""),
         "",
         f"Written by `hepzoo bench` ({results['date']}; command `{results['command']}`) from its results file.",
         "",
         f"- Machine: {m['cpu']}, {m['usable_cpus']} usable cores, {_num(m['ram_gb'])} GB RAM; {s['threads']} thread(s) per "
-        f"implementation (ONNX Runtime intra-op threads, `torch.set_num_threads`). {versions}.",
+        f"implementation (ONNX Runtime intra-op threads, `torch.set_num_threads`)"
+        + (f"; GPU: {'; '.join(gpus)}" if gpus else "; no GPU")
+        + f". {versions}.",
         f"- Peak estimate: {_num(m['peak_gflops_per_core'])} GFLOP/s per core FP32 = {_num(m['freq_ghz'])} GHz "
         f"({m['freq_source']}) x {m['fp32_flops_per_cycle']} FLOPs/cycle ({m['flops_per_cycle_reason']}); "
         "% peak is against the threads used.",
@@ -334,8 +338,9 @@ def _save_atomic(fig: Any, path: Path) -> None:
         raise
 
 
-def make_plots(results: Mapping[str, Any], plot_dir: str | os.PathLike) -> dict[str, Path]:
-    """MLPF time per event vs elements (log-log, with N and N² guides) and flash-sim objects/s vs batch."""
+def make_plots(results: Mapping[str, Any], plot_dir: str | os.PathLike, prefix: str = "") -> dict[str, Path]:
+    """MLPF time per event vs elements (log-log, with N and N² guides) and flash-sim objects/s vs batch;
+    keys are the plot names, files are ``prefix + name`` in ``plot_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -379,16 +384,28 @@ def make_plots(results: Mapping[str, Any], plot_dir: str | os.PathLike) -> dict[
             ax.legend(fontsize=8)
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
-        _save_atomic(fig, plot_dir / name)
+        _save_atomic(fig, plot_dir / (prefix + name))
         plt.close(fig)
-        out[name] = plot_dir / name
+        out[name] = plot_dir / (prefix + name)
     return out
 
 
-def write_report(results: Mapping[str, Any], markdown: str | os.PathLike, plot_dir: str | os.PathLike) -> dict[str, Path]:
+def markers(tag: str | None = None) -> tuple[str, str]:
+    """Section markers; a ``tag`` (e.g. ``gpu-h100``) gives a second section, so a GPU run does not replace the CPU one."""
+    if tag is None:
+        return BEGIN, END
+    if not tag.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"section tag {tag!r}: use letters, digits, '-' and '_' only")
+    return f"<!-- runtime-benchmark-{tag}:begin -->", f"<!-- runtime-benchmark-{tag}:end -->"
+
+
+def write_report(
+    results: Mapping[str, Any], markdown: str | os.PathLike, plot_dir: str | os.PathLike, tag: str | None = None
+) -> dict[str, Path]:
     """Plots into ``plot_dir`` and the section into ``markdown`` (other sections untouched)."""
     markdown = Path(markdown)
-    plots = make_plots(results, plot_dir)
+    begin, end = markers(tag)
+    plots = make_plots(results, plot_dir, prefix="" if tag is None else f"{tag}_")
     links = {name: Path(os.path.relpath(path.resolve(), markdown.resolve().parent)).as_posix() for name, path in plots.items()}
-    replace_section(markdown, BEGIN, END, render_section(results, links))
+    replace_section(markdown, begin, end, render_section(results, links, tag))
     return plots

@@ -263,6 +263,10 @@ def test_markdown_round_trip_keeps_other_sections(tiny_results, tmp_path):
         assert row[0] == rec["label"] and int(row[1]) == rec["batch"]
         assert float(row[2].replace(",", "")) == pytest.approx(rec["objects_per_s"], rel=5e-3)
         assert float(row[4]) == pytest.approx(1e3 * rec["p50_s"], rel=5e-3)
+    tagged = bench_report.write_report(results, md, tmp_path / "benchmarks", tag="gpu-test")
+    both = md.read_text()
+    assert both.startswith(first.rstrip("\n")) and "<!-- runtime-benchmark-gpu-test:begin -->" in both  # a second section
+    assert all(p.name.startswith("gpu-test_") for p in tagged.values())
     ratio = {(r[0], r[1]): r[2:] for r in _table_rows(first, "Flash-sim: throughput ratio")}
     by = {(r["backend"], r["batch"]): r["events_per_s"] for r in results["records"] if r["model"] == "flashsim-jet"}
     assert float(ratio[("flashsim-jet", "onnxruntime-cpu")][0]) == pytest.approx(
