@@ -362,3 +362,8 @@ def _minimal_results() -> dict:
         "parity": [],
         "records": [],
     }
+
+
+def test_bench_help_has_an_example():
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0 and "Example:" in result.output
