@@ -283,7 +283,7 @@ def validate(
     max_events: Annotated[int, typer.Option(help="events used (0: all)")] = 0,
     seed: Annotated[int, typer.Option(help="flash-sim sampling seed (bootstrap seeds derive from it)")] = 1,
     backend: Annotated[str, typer.Option(help="runtime backend")] = "auto",
-    threads: Annotated[int, typer.Option(help="intra-op threads (runtime and the flash-sim classifier)")] = 1,
+    threads: Annotated[int, typer.Option(help="intra-op threads of the runtime backend")] = 1,
     gate: Annotated[bool, typer.Option(help="check the card's thresholds (--no-gate: only measure and report)")] = True,
 ) -> None:
     """Validate the deployed model (model.onnx through the runtime) on ROOT files and gate it on the card's thresholds.

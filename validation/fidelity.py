@@ -6,11 +6,15 @@ efficiency curves, each next to a **noise floor** (full simulation vs an indepen
 * :func:`classifier_auc` — train a small seeded torch MLP to tell sample ``a`` from sample ``b`` (optionally
   with each row's context concatenated to its features, which tests the *conditional* distributions) and
   return the AUC on a held-out half: 0.5 = indistinguishable, 1 = fully separated (CaloChallenge's headline);
+* :func:`classifier_test` — the same, with a bootstrap uncertainty of the AUC (over test events when rows
+  carry an event index);
 * :func:`efficiency_curve` — per-bin efficiency with its binomial uncertainty ``sqrt(eff (1 - eff) / n)``;
 * :func:`fidelity_report` — all of the above for flash vs full and full vs full-b, as a plain JSON-able dict.
 
 Samples are dicts ``{"target": [N, D], "matched": [N], "context": [N, C]}`` (the ``flashsim_data`` tables;
 for a flash-sim sample ``matched`` may be the sampled acceptance or the efficiency probability in [0, 1]).
+With an ``"event_index": [N]`` in every sample, the classifier splits train/test by event (see
+:func:`classifier_auc`).
 Distances and classifiers use matched rows only; efficiencies use all rows.
 """
 
@@ -26,6 +30,7 @@ from scipy import stats
 
 __all__ = [
     "classifier_auc",
+    "classifier_test",
     "efficiency_curve",
     "fidelity_report",
     "ks_statistic",
@@ -83,7 +88,12 @@ def _features(x: Any, context: Any | None, name: str) -> np.ndarray:
     return f
 
 
-def classifier_auc(
+def classifier_auc(*args: Any, **kwargs: Any) -> float:
+    """Two-sample classifier test AUC: :func:`classifier_test` (same arguments) without its uncertainty."""
+    return classifier_test(*args, n_boot=0, **kwargs)["auc"]
+
+
+def classifier_test(
     sample_a: Any,
     sample_b: Any,
     context_a: Any | None = None,
@@ -96,7 +106,10 @@ def classifier_auc(
     batch_size: int = 256,
     lr: float = 3e-3,
     max_rows: int | None = 100_000,
-) -> float:
+    groups_a: Any | None = None,
+    groups_b: Any | None = None,
+    n_boot: int = 200,
+) -> dict[str, float]:
     """Two-sample classifier test: ROC AUC of an MLP trained to tell ``a`` (label 1) from ``b`` (label 0),
     measured on a held-out ``test_fraction`` of each sample (split per sample, so both are in both parts).
 
@@ -104,22 +117,51 @@ def classifier_auc(
     both or neither). Features are standardised with the training part's mean and std; the classes are
     weighted to equal total weight. Seeded (``seed``: subsampling to ``max_rows`` per sample, split, weights,
     batches) and run under ``torch.random.fork_rng``, so the caller's RNG streams are left untouched.
+
+    ``groups_*`` (optional, both or neither): an integer group id per row, e.g. the event index. Rows are then
+    split by group: a seeded random ``test_fraction`` of the group ids (the same ids in both samples) forms the
+    test part. Rows of one event share event-level context (vertex z, pile-up), and a flash sample shares its
+    context rows with the full sample it was conditioned on; a row-wise split lets the classifier recognise
+    memorised training events in the test part (AUC biased above 0.5 for independent samples, below 0.5 for
+    paired ones). Splitting by event removes that leakage.
+
+    Returns ``{"auc", "auc_unc", "n_test_a", "n_test_b"}``: ``auc_unc`` is the standard deviation of the AUC
+    over ``n_boot`` seeded bootstrap resamples of the test part, resampling whole groups (the same group ids
+    in both samples together) when groups are given, rows otherwise (NaN when ``n_boot`` is 0).
     """
     if (context_a is None) != (context_b is None):
         raise ValueError("classifier_auc: give context for both samples or for neither")
+    if (groups_a is None) != (groups_b is None):
+        raise ValueError("classifier_auc: give groups for both samples or for neither")
     fa, fb = _features(sample_a, context_a, "sample_a"), _features(sample_b, context_b, "sample_b")
     if fa.shape[1] != fb.shape[1]:
         raise ValueError(f"classifier_auc: samples have {fa.shape[1]} and {fb.shape[1]} feature columns")
     rng = np.random.default_rng(seed)
-    parts = []
-    for f in (fa, fb):
+    group_list = None
+    if groups_a is not None:
+        group_list = [np.asarray(groups_a).reshape(-1), np.asarray(groups_b).reshape(-1)]
+        for g, f, name in zip(group_list, (fa, fb), ("a", "b")):
+            if len(g) != len(f):
+                raise ValueError(f"classifier_auc: sample_{name} has {len(f)} rows but groups_{name} {len(g)}")
+        ids = np.unique(np.concatenate(group_list))
+        test_ids = ids[rng.permutation(len(ids))[: int(round(test_fraction * len(ids)))]]
+    parts, test_groups = [], []
+    for i, f in enumerate((fa, fb)):
+        g = group_list[i] if group_list is not None else None
         if max_rows is not None and len(f) > max_rows:
-            f = f[rng.choice(len(f), max_rows, replace=False)]
-        idx = rng.permutation(len(f))
-        n_test = int(round(test_fraction * len(f)))
-        if n_test < 1 or len(f) - n_test < 1:
+            keep = rng.choice(len(f), max_rows, replace=False)
+            f, g = f[keep], (g[keep] if g is not None else None)
+        if g is not None:
+            is_test = np.isin(g, test_ids)
+            train, test = f[~is_test], f[is_test]
+            test_groups.append(g[is_test])
+        else:
+            idx = rng.permutation(len(f))
+            n_test = int(round(test_fraction * len(f)))
+            train, test = f[idx[n_test:]], f[idx[:n_test]]
+        if len(test) < 1 or len(train) < 1:
             raise ValueError(f"classifier_auc: {len(f)} rows are too few to split into train and test parts")
-        parts.append((f[idx[n_test:]], f[idx[:n_test]]))
+        parts.append((train, test))
     (tr_a, te_a), (tr_b, te_b) = parts
     x_tr = np.concatenate([tr_a, tr_b])
     y_tr = np.concatenate([np.ones(len(tr_a)), np.zeros(len(tr_b))])
@@ -128,6 +170,7 @@ def classifier_auc(
     std = np.where(std > 0, std, 1.0)
     x_te = np.concatenate([te_a, te_b])
     y_te = np.concatenate([np.ones(len(te_a)), np.zeros(len(te_b))])
+    g_te = np.concatenate(test_groups) if test_groups else None
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -148,7 +191,33 @@ def classifier_auc(
                 opt.step()
         with torch.no_grad():
             scores = net(torch.as_tensor((x_te - mean) / std, dtype=torch.float32)).squeeze(-1).numpy()
-    return roc_auc(scores, y_te)
+    return {
+        "auc": roc_auc(scores, y_te),
+        "auc_unc": _bootstrap_auc_std(scores, y_te.astype(bool), g_te, n_boot, seed),
+        "n_test_a": len(te_a),
+        "n_test_b": len(te_b),
+    }
+
+
+def _bootstrap_auc_std(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, n_boot: int, seed: int) -> float:
+    """Standard deviation of the AUC over bootstrap resamples of rows, or of whole groups when given."""
+    if n_boot < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    if groups is not None:
+        ids, inverse = np.unique(groups, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        rows_of = np.split(order, np.searchsorted(inverse[order], np.arange(1, len(ids))))
+    values = []
+    for _ in range(n_boot):
+        if groups is None:
+            rows = rng.integers(0, len(scores), len(scores))
+        else:
+            rows = np.concatenate([rows_of[i] for i in rng.integers(0, len(ids), len(ids))])
+        y = labels[rows]
+        if y.any() and not y.all():
+            values.append(roc_auc(scores[rows], y))
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def efficiency_curve(values: Any, passed: Any, edges: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +267,10 @@ def _check(sample: Mapping[str, Any], name: str) -> dict[str, np.ndarray]:
     out["target"] = out["target"].reshape(len(out["target"]), -1)
     if sample.get("context") is not None:
         out["context"] = np.asarray(sample["context"], dtype=np.float64).reshape(len(out["target"]), -1)
+    if sample.get("event_index") is not None:
+        out["event_index"] = np.asarray(sample["event_index"]).reshape(-1)
+        if len(out["event_index"]) != len(out["target"]):
+            raise ValueError(f"fidelity_report: {name} has {len(out['target'])} target rows, {len(out['event_index'])} event indices")
     if len(out["matched"]) != len(out["target"]):
         raise ValueError(f"fidelity_report: {name} has {len(out['target'])} target rows, {len(out['matched'])} matched")
     return out
@@ -265,10 +338,18 @@ def fidelity_report(
     ckw = dict(classifier or {})
     use_ctx = all("context" in s for s in (f, a, b))
     ctx = (lambda s, k: s["context"][sel[k]]) if use_ctx else (lambda s, k: None)
+    by_event = all("event_index" in s for s in (f, a, b))
+    grp = (lambda s, k: s["event_index"][sel[k]]) if by_event else (lambda s, k: None)
+    g_f, g_a, g_b = grp(f, "flash"), grp(a, "full"), grp(b, "full_b")
+    test_flash = classifier_test(tf, ta, ctx(f, "flash"), ctx(a, "full"), seed=seed, groups_a=g_f, groups_b=g_a, **ckw)
+    test_floor = classifier_test(tb, ta, ctx(b, "full_b"), ctx(a, "full"), seed=seed, groups_a=g_b, groups_b=g_a, **ckw)
     report["auc"] = {
-        "flash_vs_full": classifier_auc(tf, ta, ctx(f, "flash"), ctx(a, "full"), seed=seed, **ckw),
-        "noise_floor": classifier_auc(tb, ta, ctx(b, "full_b"), ctx(a, "full"), seed=seed, **ckw),
+        "flash_vs_full": test_flash["auc"],
+        "noise_floor": test_floor["auc"],
+        "flash_vs_full_unc": test_flash["auc_unc"],
+        "noise_floor_unc": test_floor["auc_unc"],
         "with_context": use_ctx,
+        "split_by_event": by_event,
     }
 
     report["efficiency"] = {}

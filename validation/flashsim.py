@@ -85,3 +85,99 @@ def format_report(report: dict) -> str:
         full = np.asarray(entry["full"]["efficiency"])
         lines.append(f"  efficiency vs {var}: max |flash - full| = {np.nanmax(np.abs(flash - full)):.3f}")
     return "\n".join(lines)
+
+
+# ---- deployed-artifact validation (hepzoo validate) --------------------------------------------------------
+
+W1_N_BOOT = 100  # bootstrap replicas of the W1 values and of their ratio
+
+
+def _std(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.std(finite, ddof=1)) if finite.size > 1 else float("nan")
+
+
+def kind_of(card) -> str:
+    """The flash-sim kind of a model card, from the feature names of its context input."""
+    noise = {n.name for n in card.noise_inputs}
+    context = next(t for t in card.inputs if t.name not in noise)
+    for kind, (context_enum, _) in _NAMES.items():
+        if tuple(context.feature_names or ())[: len(context_enum)] == _names(context_enum):
+            return kind
+    raise ValueError(
+        f"{card.name}: context input {context.name!r} features {context.feature_names} match no flash-sim kind "
+        f"({sorted(_NAMES)})"
+    )
+
+
+def split_halves(events: ak.Array) -> tuple[ak.Array, ak.Array]:
+    """Even-numbered and odd-numbered events: two independent full-chain samples of the same process.
+
+    The even half is the full chain the flash-sim is compared with (and conditioned on); the odd half is the
+    'independent full chain' of the noise floor. Alternating (not first/second half) keeps both halves alike
+    when the input concatenates files of different conditions.
+    """
+    if len(events) < 2:
+        raise ValueError(f"the noise floor needs at least 2 events to split in halves, got {len(events)}")
+    return events[0::2], events[1::2]
+
+
+def evaluate_runtime(session, events: ak.Array, seed: int = 0) -> tuple[dict, dict]:
+    """Fidelity of the deployed flash-sim model (a :class:`hepzoo.runtime.Session`) against the full chain.
+
+    ``events`` are split by :func:`split_halves`; the model is sampled (seeded) on the generator objects of the
+    even half and compared with their full-chain reconstruction, next to the noise floor (odd half vs even
+    half); the classifier splits train/test by event. Adds to :func:`~hepzoo.validation.fidelity.fidelity_report`:
+    bootstrap uncertainties of each W1 and of W1(flash) / W1(floor) (``ratio``), the AUC excess over the floor (``excess`` = AUC(flash) - max(AUC(floor), 0.5)), and the
+    inclusive efficiency of flash vs full. Returns ``(report, arrays)``; ``arrays`` holds the matched target
+    rows of the three samples for plots.
+    """
+    from .uncertainty import binomial_uncertainty, bootstrap_w1
+
+    kind = kind_of(session.card)
+    table = _TABLES[kind]
+    full_events, floor_events = split_halves(events)
+    truth, truth_b = table(full_events), table(floor_events)
+    if min(int(truth["matched"].sum()), int(truth_b["matched"].sum())) < 4:
+        raise ValueError(f"{len(events)} events hold too few reconstructed {kind}s for a fidelity comparison")
+    drawn = session.sample(truth["context"], seed)
+    flash = {"context": truth["context"], "matched": drawn["matched"], "target": drawn["sample"],
+             "event_index": truth["event_index"]}  # fmt: skip
+    context_enum, target_enum = _NAMES[kind]
+    names = _names(target_enum)
+    columns = ("context", "matched", "target", "event_index")
+    report = fidelity_report(
+        flash,
+        {k: truth[k] for k in columns},
+        {k: truth_b[k] for k in columns},
+        names,
+        context_names=_names(context_enum),
+        seed=seed,
+    )
+    tf = np.asarray(flash["target"], np.float64)[flash["matched"]]
+    ta = np.asarray(truth["target"], np.float64)[truth["matched"]]
+    tb = np.asarray(truth_b["target"], np.float64)[truth_b["matched"]]
+    for j, name in enumerate(names):
+        w1 = report["variables"][name]["w1"]
+        replicas = bootstrap_w1([tf[:, j], ta[:, j], tb[:, j]], [(0, 1), (2, 1)], W1_N_BOOT, seed)
+        floor = w1["noise_floor"]
+        w1["flash_vs_full_unc"] = _std(replicas[:, 0])
+        w1["noise_floor_unc"] = _std(replicas[:, 1])
+        w1["ratio"] = w1["flash_vs_full"] / floor if floor else float("nan")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w1["ratio_unc"] = _std(replicas[:, 0] / replicas[:, 1])
+    auc = report["auc"]  # with bootstrap uncertainties over the classifier's test events
+    auc["excess"] = auc["flash_vs_full"] - max(auc["noise_floor"], 0.5)
+    auc["excess_unc"] = float(np.hypot(auc["flash_vs_full_unc"], auc["noise_floor_unc"]))
+    eff: dict[str, float] = {}
+    for key, matched in (("flash", flash["matched"]), ("full", truth["matched"]), ("full_b", truth_b["matched"])):
+        k, n = int(np.sum(matched)), len(matched)
+        eff[key] = k / n
+        eff[f"{key}_unc"] = binomial_uncertainty(k, n)
+    eff["difference"] = eff["flash"] - eff["full"]
+    eff["difference_unc"] = float(np.hypot(eff["flash_unc"], eff["full_unc"]))
+    report["efficiency_inclusive"] = eff
+    report.update(kind=kind, seed=seed, split="even events: full chain (flash conditioned on it); odd events: noise floor")
+    report["n_events"] = {"full": len(full_events), "noise_floor": len(floor_events)}
+    arrays = {"names": names, "flash": tf, "full": ta, "full_b": tb}
+    return report, arrays

@@ -105,3 +105,90 @@ def format_comparison(result: dict) -> str:
             f"{label:42s} {ra['median']:.3f}/{ra['iqr_over_median']:.3f} {rb['median']:.3f}/{rb['iqr_over_median']:.3f}"
         )
     return "\n".join(lines)
+
+
+# ---- deployed-artifact validation (hepzoo validate): every metric with its statistical uncertainty -----------
+
+JET_GEN_MIN_PT = 20.0  # GeV, generator jets entering the jet response
+JET_MAX_ABS_ETA = 2.5
+
+
+def _summary(ratios: np.ndarray, seed: int) -> dict[str, float]:
+    """Median and IQR/median with their bootstrap uncertainties."""
+    from .uncertainty import median_iqr_uncertainty
+
+    median_unc, width_unc = median_iqr_uncertainty(ratios, seed=seed)
+    return {**summarize_response(ratios).as_dict(), "median_unc": median_unc, "iqr_over_median_unc": width_unc}
+
+
+def _binned_summary(x: np.ndarray, ratios: np.ndarray, edges: np.ndarray, seed: int) -> list[dict[str, float]]:
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (x >= lo) & (x < hi)
+        rows.append({"lo": float(lo), "hi": float(hi), **_summary(ratios[sel], seed)})
+    return rows
+
+
+def validation_metrics(events: ak.Array, candidates: ak.Array, seed: int = 0) -> tuple[dict, dict]:
+    """All ``hepzoo validate`` metrics of one reconstruction (MLPF or the PF baseline) on ``events``.
+
+    Returns ``(metrics, arrays)``: JSON-able metrics with uncertainties (binomial for rates, seeded bootstrap
+    for medians and IQR/median), and the per-object ratio arrays the plots histogram.
+    """
+    from .met import MET_EDGES, gen_missing_et, met_response, missing_et
+    from .particles import ETA_EDGES, MATCH_DR, PT_EDGES, binned_rates, class_flags, particle_response
+    from .uncertainty import binomial_uncertainty
+
+    truth = target_particles(events)
+    metrics: dict = {"particles": {}}
+    arrays: dict = {"particles": {}}
+    for cls in MATCH_DR:
+        flags = class_flags(truth, candidates, cls)
+        n_t, n_r = len(flags["found"]), len(flags["real"])
+        k_t, k_fake = int(flags["found"].sum()), int((~flags["real"]).sum())
+        response = particle_response(truth, candidates, cls)
+        metrics["particles"][cls.name] = {
+            "n_truth": n_t,
+            "n_reco": n_r,
+            "efficiency": k_t / n_t if n_t else float("nan"),
+            "efficiency_unc": binomial_uncertainty(k_t, n_t),
+            "fake_rate": k_fake / n_r if n_r else float("nan"),
+            "fake_rate_unc": binomial_uncertainty(k_fake, n_r),
+            "pt_response": _summary(response["pt_ratio"], seed),
+            "e_response": _summary(response["e_ratio"], seed),
+            "pt_response_vs_pt": _binned_summary(response["truth_pt"], response["pt_ratio"], PT_EDGES, seed),
+            "vs_pt": binned_rates(flags, "pt", PT_EDGES),
+            "vs_eta": binned_rates(flags, "eta", ETA_EDGES),
+        }
+        arrays["particles"][cls.name] = response
+
+    jets = antikt_jets(candidates.pt, candidates.eta, candidates.phi, candidates.e)
+    gen_pt, ratio, _ = jet_response(events.genjet, jets, gen_min_pt=JET_GEN_MIN_PT, max_abs_eta=JET_MAX_ABS_ETA)
+    genjet = events.genjet
+    n_gen = int(ak.sum((genjet.pt > JET_GEN_MIN_PT) & (np.abs(genjet.eta) < JET_MAX_ABS_ETA)))
+    metrics["jets"] = {
+        "n_gen": n_gen,
+        "matching_efficiency": len(ratio) / n_gen if n_gen else float("nan"),
+        "matching_efficiency_unc": binomial_uncertainty(len(ratio), n_gen),
+        "inclusive": _summary(ratio, seed),
+        "binned": _binned_summary(gen_pt, ratio, JET_PT_EDGES, seed),
+    }
+    arrays["jets"] = {"gen_pt": gen_pt, "ratio": ratio}
+
+    gen_met = gen_missing_et(events)
+    reco_met = missing_et(candidates.pt, candidates.phi)
+    met_gen, met_ratio = met_response(reco_met, gen_met)
+    metrics["met"] = {"inclusive": _summary(met_ratio, seed), "binned": _binned_summary(met_gen, met_ratio, MET_EDGES, seed)}
+    arrays["met"] = {"gen": gen_met, "reco": reco_met, "ratio": met_ratio, "gen_selected": met_gen}
+    return metrics, arrays
+
+
+def compare_runtime_with_baseline(session, events: ak.Array, seed: int = 0) -> tuple[dict, dict]:
+    """The deployed model (a :class:`hepzoo.runtime.Session`) next to the rule-based PF on the same events.
+
+    Returns ``(metrics, arrays)`` with keys ``mlpf`` and ``pf`` (see :func:`validation_metrics`).
+    """
+    candidates = session.run(events)
+    mlpf, mlpf_arrays = validation_metrics(events, candidates, seed)
+    pf, pf_arrays = validation_metrics(events, pf_particles(events), seed)
+    return {"mlpf": mlpf, "pf": pf, "n_events": len(events)}, {"mlpf": mlpf_arrays, "pf": pf_arrays}

@@ -61,3 +61,80 @@ def pf_particles(events: ak.Array) -> ak.Array:
     """Rule-based PF candidates as records cls, pt, eta, phi, e."""
     pf = events.pf
     return ak.zip({"cls": pf.cls, "pt": pf.pt, "eta": pf.eta, "phi": pf.phi, "e": pf.e})
+
+
+# ---- per-object flags, binned rates and particle response (hepzoo validate) --------------------------------
+
+PT_EDGES = np.array([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 200.0])  # GeV, for efficiency/fake rate vs pT
+ETA_EDGES = np.linspace(-3.0, 3.0, 13)
+
+
+def _flat_np(x: ak.Array) -> np.ndarray:
+    return ak.to_numpy(ak.flatten(x, axis=None)).astype(np.float64)
+
+
+def class_flags(truth: ak.Array, reco: ak.Array, cls: TargetClass, min_pt: float = MIN_PT) -> dict[str, np.ndarray]:
+    """Flat per-object arrays for one class, with the same definitions as :func:`efficiency_and_fake_rate`:
+    ``truth_pt/eta``, ``found`` (truth has a candidate within the radius), ``reco_pt/eta``, ``real``."""
+    max_dr = MATCH_DR[cls]
+    t = truth[(truth.cls == int(cls)) & (truth.pt > min_pt)]
+    r = reco[(reco.cls == int(cls)) & (reco.pt > min_pt)]
+    return {
+        "truth_pt": _flat_np(t.pt),
+        "truth_eta": _flat_np(t.eta),
+        "found": ak.to_numpy(ak.flatten(_has_match(t, r, max_dr), axis=None)).astype(bool),
+        "reco_pt": _flat_np(r.pt),
+        "reco_eta": _flat_np(r.eta),
+        "real": ak.to_numpy(ak.flatten(_has_match(r, t, max_dr), axis=None)).astype(bool),
+    }
+
+
+def _rate(values: np.ndarray, passed: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n, _ = np.histogram(values, bins=edges)
+    k, _ = np.histogram(values, bins=edges, weights=passed.astype(np.float64))
+    return k, n
+
+
+def binned_rates(flags: dict[str, np.ndarray], var: str, edges: np.ndarray) -> dict[str, list[float]]:
+    """Efficiency (in bins of the truth ``var``) and fake rate (in bins of the candidate ``var``) with
+    Agresti-Coull one-sigma uncertainties; empty bins give NaN. ``var``: ``pt`` or ``eta``."""
+    from .uncertainty import binomial_uncertainty
+
+    k_t, n_t = _rate(flags[f"truth_{var}"], flags["found"], edges)
+    k_r, n_r = _rate(flags[f"reco_{var}"], ~flags["real"], edges)
+
+    def ratio(k: np.ndarray, n: np.ndarray) -> list[float]:
+        return [float(a / b) if b else float("nan") for a, b in zip(k, n)]
+
+    return {
+        "edges": [float(e) for e in edges],
+        "n_truth": [int(x) for x in n_t],
+        "efficiency": ratio(k_t, n_t),
+        "efficiency_unc": [binomial_uncertainty(a, b) for a, b in zip(k_t, n_t)],
+        "n_reco": [int(x) for x in n_r],
+        "fake_rate": ratio(k_r, n_r),
+        "fake_rate_unc": [binomial_uncertainty(a, b) for a, b in zip(k_r, n_r)],
+    }
+
+
+def particle_response(
+    truth: ak.Array, reco: ak.Array, cls: TargetClass, min_pt: float = MIN_PT
+) -> dict[str, np.ndarray]:
+    """Truth particles of one class matched to the closest candidate of that class within the class radius:
+    flat ``truth_pt``, ``truth_eta`` and the ratios ``pt_ratio`` = reco/truth pT and ``e_ratio`` = reco/truth E.
+
+    Candidates of any pT may match (only truth is cut at ``min_pt``), so the cut does not bias the response."""
+    from .jets import match_jets
+
+    t = truth[(truth.cls == int(cls)) & (truth.pt > min_pt)]
+    r = reco[reco.cls == int(cls)]
+    index = match_jets(t, r, MATCH_DR[cls])  # closest within the radius, -1 when none
+    matched = index >= 0
+    partner = r[index[matched]]
+    tm = t[matched]
+    return {
+        "truth_pt": _flat_np(tm.pt),
+        "truth_eta": _flat_np(tm.eta),
+        "pt_ratio": _flat_np(partner.pt) / _flat_np(tm.pt),
+        "e_ratio": _flat_np(partner.e) / _flat_np(tm.e),
+    }
