@@ -97,6 +97,10 @@ class Plan:
     outputs: list[tuple[str, int, bool]]  # name, slot, copy (may be a view of a constant or an input)
     template: list[Any]  # initial slot values: constants, None elsewhere
     steps: list[tuple[Callable, tuple[int, ...], tuple[int, ...], tuple[int, ...], str]]  # fn, ins, outs, frees, where
+    # per step, what it computes, for the plan compiler (:mod:`hepzoo.runtime.numba_compile`):
+    # ("dense", W [K, N], bias [N], op code names, consts [P, C], W was a vector) | ("program", op code names,
+    # consts [P, C]) | ("node", _Node, constant inputs)
+    specs: list[tuple] = field(default_factory=list)
     n_nodes: int = 0  # nodes in the ONNX graph
     n_folded: int = 0  # evaluated at load (constant folding)
     fused: dict[str, int] = field(default_factory=dict)  # what fusion did: kind -> count
@@ -899,7 +903,7 @@ def plan_graph(onnx_path: str | Path) -> Plan:
             pos, value = j, node.outputs[0]
         return codes, rows, pos, value
 
-    steps_src: list[tuple[Callable, list[str], list[str], str]] = []
+    steps_src: list[tuple[Callable, list[str], list[str], str, tuple]] = []
     fused: dict[str, int] = {}
     pos = 0
     while pos < len(live):
@@ -926,7 +930,8 @@ def plan_graph(onnx_path: str | Path) -> Plan:
             where = f"fused {names} (MatMul+bias+{len(codes)} elementwise)"
             consts_a = _rows_to_consts(rows) if rows else np.zeros((0, 1))
             prog_codes = [K.OP_CODES[c] for c in codes]
-            steps_src.append((_dense_fn(w, bias, prog_codes, consts_a, w_vector), [x_name], [value], where))
+            spec = ("dense", w, bias, list(codes), consts_a, w_vector)
+            steps_src.append((_dense_fn(w, bias, prog_codes, consts_a, w_vector), [x_name], [value], where, spec))
             fused["dense"] = fused.get("dense", 0) + 1
             fused["nodes_into_dense"] = fused.get("nodes_into_dense", 0) + (last - pos + 1)
             pos = last + 1
@@ -943,11 +948,12 @@ def plan_graph(onnx_path: str | Path) -> Plan:
                     fused["elementwise_chains"] = fused.get("elementwise_chains", 0) + 1
                     fused["nodes_into_chains"] = fused.get("nodes_into_chains", 0) + (last - pos + 1)
                 names = " + ".join(live[i][0].name for i in range(pos, last + 1))
-                fn = _program_fn([K.OP_CODES[c] for c in codes], _rows_to_consts(rows))
-                steps_src.append((fn, [dyn[0]], [value], f"elementwise {names}"))
+                consts_a = _rows_to_consts(rows)
+                fn = _program_fn([K.OP_CODES[c] for c in codes], consts_a)
+                steps_src.append((fn, [dyn[0]], [value], f"elementwise {names}", ("program", list(codes), consts_a)))
                 pos = last + 1
                 continue
-        steps_src.append((fn, node.inputs, node.outputs, node.where()))
+        steps_src.append((fn, node.inputs, node.outputs, node.where(), ("node", node, [consts.get(i) for i in node.inputs])))
         pos += 1
 
     # 4. slots, liveness
@@ -970,24 +976,24 @@ def plan_graph(onnx_path: str | Path) -> Plan:
         if name not in consts and not any(name in s[2] for s in steps_src) and name not in [i[0] for i in inputs]:
             raise UnsupportedModelError(f"{onnx_path}: graph output {name!r} is produced by no node")
     last_use: dict[str, int] = {}
-    for k, (_, ins, _, _) in enumerate(steps_src):
+    for k, (_, ins, _, _, _) in enumerate(steps_src):
         for name in ins:
             if name and name not in consts:
                 last_use[name] = k
     keep = set(output_names)
     steps = []
-    for k, (fn, ins, outs, where) in enumerate(steps_src):
+    for k, (fn, ins, outs, where, _) in enumerate(steps_src):
         frees = tuple(slot(n) for n in dict.fromkeys(ins) if n and last_use.get(n) == k and n not in keep)
         steps.append((_wrap(fn, f"{onnx_path.name}: {where}"), tuple(slot(i) for i in ins), tuple(slot(o) if o else 0 for o in outs), frees, where))
     # outputs must be fresh arrays the caller owns: copy those that may be a view of a constant or an input
-    producer = {o: ins for _, ins, outs, _ in steps_src for o in outs}
+    producer = {o: ins for _, ins, outs, _, _ in steps_src for o in outs}
     view_ops = {n.outputs[0] for n in nodes if n.op in _VIEW_OPS}
     input_names = {i[0] for i in inputs}
     outputs = [
         (name, slot(name), name in consts or name in input_names or name in view_ops or name not in producer)
         for name in output_names
     ]
-    return Plan(inputs, outputs, template, steps, len(nodes), n_folded, fused)
+    return Plan(inputs, outputs, template, steps, [s[4] for s in steps_src], len(nodes), n_folded, fused)
 
 
 def _dense_candidate(node: _Node, consts: dict[str, np.ndarray]) -> tuple[str, np.ndarray, np.ndarray, bool] | None:
@@ -1032,11 +1038,13 @@ class NumbaBackend(Backend):
 
     ``intra_op_threads``: the kernels are serial and run on the calling thread, so only 1 is meaningful; a
     larger value is accepted (the Session API passes it to every backend) and ignored.
+    ``compile``: run graphs made only of row-wise steps (the flash-sim models) as one generated function
+    (:mod:`hepzoo.runtime.numba_compile`); False keeps the step interpreter (the reference for that path).
     """
 
     name = "numba"
 
-    def __init__(self, onnx_path: str | Path, intra_op_threads: int = 1):
+    def __init__(self, onnx_path: str | Path, intra_op_threads: int = 1, compile: bool = True):
         if intra_op_threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
         self.onnx_path = Path(onnx_path)
@@ -1049,6 +1057,11 @@ class NumbaBackend(Backend):
         self._template = p.template
         self._steps = [(fn, ins, outs[0] if len(outs) == 1 else None, outs, frees) for fn, ins, outs, frees, _ in p.steps]
         self._output_slots = p.outputs
+        self.compiled = None
+        if compile:
+            from .numba_compile import compile_plan
+
+            self.compiled = compile_plan(p, self.onnx_path)
 
     @property
     def input_names(self) -> list[str]:
@@ -1072,6 +1085,10 @@ class NumbaBackend(Backend):
         missing = [n for n in self._inputs if n not in inputs]
         if missing:
             raise ValueError(f"{self.onnx_path}: missing graph inputs {missing} (graph takes {self._inputs})")
+        if self.compiled is not None:
+            return self.compiled.run(
+                {name: self._check_input(name, inputs[name], dtype, shape) for name, _, dtype, shape in self._input_specs}
+            )
         vals = list(self._template)
         for name, s, dtype, shape in self._input_specs:
             vals[s] = self._check_input(name, inputs[name], dtype, shape)

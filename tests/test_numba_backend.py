@@ -476,3 +476,215 @@ def test_gather_elements_negative_axis(tmp_path):
     idx = RNG(2).integers(-5, 5, (3, 4, 7))
     got = NumbaBackend(_save(tmp_path, "GatherElements", {"a": data, "i": idx}, axis=-1)).run({"a": data, "i": idx})["y0"]
     np.testing.assert_array_equal(got, np.take_along_axis(data, idx % 5, axis=-1))
+
+
+# ---- the compiled path: one generated function per row-wise graph (numba_compile) -----------------------------------
+
+
+@pytest.mark.parametrize("names", ALL_STEPS, ids=lambda n: "-".join(n))
+@pytest.mark.parametrize("ncol", [1, 7])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_program_rows_matches_numpy(names, ncol, in_place):
+    """The float32 program kernel of compiled plans (only the first ``m`` rows of the block are touched)."""
+    rng = RNG(11)
+    x = (rng.standard_normal((6, 7)) * 3).astype(np.float32)
+    x[0, :3] = [0.0, 2.5, -3.5]
+    codes, consts = _program(names, rng, ncol)
+    out = x.copy() if in_place else np.full_like(x, 99.0)
+    K.program_rows(out if in_place else x, 5, codes, consts, out)
+    ref = K.run_program_numpy(x[:5], codes, consts)
+    np.testing.assert_allclose(out[:5], ref, rtol=1e-5, atol=2e-6, equal_nan=True)
+    np.testing.assert_array_equal(out[5], x[5] if in_place else 99.0)
+
+
+def test_float32_activations_match_scipy():
+    x = np.linspace(-9, 9, 20001).astype(np.float32)
+    x64 = x.astype(np.float64)
+    checks = {
+        "GELU": 0.5 * x64 * (1 + erf(x64 / np.sqrt(2))),
+        "TANH": np.tanh(x64),
+        "ERF": erf(x64),
+        "SIGMOID": 1 / (1 + np.exp(-x64)),
+    }
+    for name, ref in checks.items():
+        got = x[None].copy()
+        K.program_rows(got, 1, np.array([K.OP_CODES[name]]), np.zeros((1, 1), np.float32), got)
+        np.testing.assert_allclose(got[0], ref, rtol=2e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 6, 9])
+@pytest.mark.parametrize("k", [1, 12, 34])
+def test_dense_into_kernels_match_numpy(m, k):
+    rng = RNG(m * 100 + k)
+    x = rng.standard_normal((m + 2, k)).astype(np.float32)
+    for n in (1, 6, 64):
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        ref = (x[:m].astype(np.float64) @ w + b).astype(np.float32)
+        out = np.full((m + 1, n), 99.0, np.float32)
+        K.dense_into(x, m, w, b, out)
+        np.testing.assert_allclose(out[:m], ref, rtol=1e-5, atol=1e-5)
+        assert np.all(out[m] == 99.0)
+        out_t = np.full((m + 1, n), 99.0, np.float32)
+        K.dense_t_into(x, m, np.ascontiguousarray(w.T), b, out_t)
+        np.testing.assert_allclose(out_t[:m], ref, rtol=1e-5, atol=1e-5)
+        assert np.all(out_t[m] == 99.0)
+
+
+def test_copy_and_gather_cols():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = np.zeros((3, 6), np.float32)
+    K.copy_cols(x, 2, 3, -2, 2, out, 1)  # columns 3, 1 into 1, 2 of the first two rows
+    np.testing.assert_array_equal(out[:2, 1:3], x[:2, [3, 1]])
+    assert not out[2].any() and not out[:, [0, 3, 4, 5]].any()
+    g = np.zeros((3, 3), np.float32)
+    K.gather_cols(x, 3, np.array([2, 0, 2]), g)
+    np.testing.assert_array_equal(g, x[:, [2, 0, 2]])
+
+
+def _row_graph(tmp_path):
+    """A row-wise graph with every node kind the compiler handles outside fused matrix products."""
+    rng = RNG(21)
+    w1 = rng.standard_normal((6, 8)).astype(F)
+    nodes = [
+        helper.make_node("Sub", ["x", "mu"], ["xs"], name="sub"),
+        helper.make_node("MatMul", ["xs", "w1"], ["h0"], name="mm"),
+        helper.make_node("Add", ["h0", "b1"], ["h1"], name="bias"),
+        helper.make_node("Gelu", ["h1"], ["h"], name="gelu", approximate="tanh"),
+        helper.make_node("Slice", ["h", "s0", "s1", "ax", "st"], ["hs"], name="slice"),  # 4 columns, step 2
+        helper.make_node("Concat", ["hs", "z"], ["cat"], name="cat", axis=-1),
+        helper.make_node("Gather", ["cat", "perm"], ["g"], name="gather", axis=1),
+        helper.make_node("Mul", ["g", "z2"], ["gz"], name="mul_rows"),  # both operands per row
+        helper.make_node("Where", ["cond", "gz", "g"], ["wh"], name="where"),
+        helper.make_node("Round", ["wh"], ["r"], name="round"),
+        helper.make_node("Gather", ["r", "one"], ["col"], name="gather_scalar", axis=-1),
+        helper.make_node("Unsqueeze", ["col", "ax"], ["col2"], name="unsq"),
+        helper.make_node("Squeeze", ["col2", "ax"], ["y1"], name="sq"),
+        helper.make_node("Sigmoid", ["y1"], ["y2"], name="sig"),
+        helper.make_node("Identity", ["r"], ["y0"], name="ident"),
+    ]
+    inits = {
+        "mu": rng.standard_normal(6).astype(F),
+        "w1": w1,
+        "b1": rng.standard_normal(8).astype(F),
+        "s0": np.array([1]),
+        "s1": np.array([100]),
+        "ax": np.array([-1]),
+        "st": np.array([2]),
+        "perm": np.array([3, -1, 0, 5, 1, 2]),
+        "cond": np.array([True, False, True, True, False, False]),
+        "one": np.array(2),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6]), helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 2]),
+         helper.make_tensor_value_info("z2", TensorProto.FLOAT, ["batch", 6])],
+        [helper.make_tensor_value_info("y0", TensorProto.FLOAT, ["batch", 6]), helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["batch"])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    path = tmp_path / "rows.onnx"
+    onnx.save(model, path)
+    return model, path
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 65, 200])
+def test_compiled_row_graph_matches_reference(tmp_path, batch):
+    model, path = _row_graph(tmp_path)
+    compiled, interp = NumbaBackend(path), NumbaBackend(path, compile=False)
+    assert compiled.compiled is not None and interp.compiled is None
+    rng = RNG(batch)
+    inputs = {"x": rng.standard_normal((batch, 6)).astype(F) * 3, "z": rng.standard_normal((batch, 2)).astype(F),
+              "z2": rng.standard_normal((batch, 6)).astype(F)}  # fmt: skip
+    ref = dict(zip(["y0", "y2"], ReferenceEvaluator(model).run(None, inputs), strict=True))
+    got, want = compiled.run(inputs), interp.run(inputs)
+    for name in ("y0", "y2"):
+        assert got[name].shape == ref[name].shape and got[name].dtype == np.float32
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_compiled_source_names_model_and_versions(tmp_path):
+    _, path = _row_graph(tmp_path)
+    backend = NumbaBackend(path)
+    src = backend.compiled.source_path.read_text()
+    import hashlib
+
+    import numba
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in src and f"numba {numba.__version__}" in src
+    assert backend.compiled.source_path.name.startswith("hepzoo_plan_")
+
+
+_BATCHES = [1, 7, 100, 1000]
+
+
+@pytest.fixture(scope="module", params=RELEASES, ids=lambda r: f"{r.name}-{r.version}")
+def release_both_paths(request):
+    ort = pytest.importorskip("onnxruntime")
+    release = request.param
+    card = load_card(release.path)
+    path = release.path / card.onnx.file
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return card, NumbaBackend(path), NumbaBackend(path, compile=False), session
+
+
+def test_compiled_path_matches_interpreter_and_onnxruntime(release_both_paths):
+    """Flash-sim graphs are row-wise and must compile; MLPF graphs (rank 3, TopK, scatter, attention) must not,
+    and keep the interpreter. Every release: compiled vs interpreted vs ONNX Runtime at batch 1, 7, 100, 1000
+    (MLPF: events of 64 elements)."""
+    card, compiled, interp, session = release_both_paths
+    assert (compiled.compiled is not None) == (card.family == "flashsim"), card.name
+    spec = get_spec(card.provenance.model)
+    tol = card.tolerance
+    mask_name = next((t.name for t in card.inputs if t.dtype == "bool"), None)
+    for batch in _BATCHES if card.family == "flashsim" else [1, 7]:
+        n = card.element_granularity if card.family == "mlpf" else 0
+        inputs = {k: v.numpy() for k, v in spec.make_inputs(batch, n, seed=batch + 5).items()}
+        ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs), strict=True))
+        got, want = compiled.run(inputs), interp.run(inputs)
+        for name, r in ref.items():
+            g, w = got[name], want[name]
+            assert g.shape == r.shape == w.shape and g.dtype == r.dtype, (name, batch)
+            if mask_name is not None and r.ndim >= 2 and r.shape[:2] == inputs[mask_name].shape:
+                g, w, r = g[inputs[mask_name]], w[inputs[mask_name]], r[inputs[mask_name]]
+            np.testing.assert_allclose(g, w, atol=tol.atol, rtol=tol.rtol, err_msg=f"{card.name} {name} batch {batch} vs interpreter")
+            np.testing.assert_allclose(g, r, atol=tol.atol, rtol=tol.rtol, err_msg=f"{card.name} {name} batch {batch} vs onnxruntime")
+
+
+_SECOND_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from hepzoo.runtime import NumbaBackend
+
+    b = NumbaBackend(sys.argv[1])
+    stats = b.compiled.fn.stats
+    out = b.run({"context": np.asarray(json.loads(sys.argv[2]), np.float32), "noise": np.asarray(json.loads(sys.argv[3]), np.float32)})
+    print(json.dumps({"source": str(b.compiled.source_path), "hits": sum(stats.cache_hits.values()),
+                      "misses": sum(stats.cache_misses.values()), "sample": out["sample"].tolist()}))
+    """
+)
+
+
+def test_compiled_source_cache_is_reused_by_a_second_process():
+    """The generated source and Numba's machine code for it are found by a fresh process: no recompilation."""
+    release = next(r for r in RELEASES if r.name == "flashsim-jet")
+    path = release.path / "model.onnx"
+    backend = NumbaBackend(path)  # compiles or loads into the cache folder the subprocess will use
+    rng = RNG(9)
+    context, noise = rng.standard_normal((3, 12)).astype(F), rng.standard_normal((3, 5)).astype(F)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SECOND_PROCESS, str(path), json.dumps(context.tolist()), json.dumps(noise.tolist())],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["source"] == str(backend.compiled.source_path)
+    assert out["hits"] >= 1 and out["misses"] == 0, out
+    np.testing.assert_array_equal(out["sample"], backend.run({"context": context, "noise": noise})["sample"])
