@@ -3,7 +3,9 @@
 A backend runs one exported graph: ``run({input name: array}) -> {output name: array}`` on host NumPy
 arrays, nothing else (padding, bucketing and noise are the session's job). ``backend="auto"`` picks the first
 available backend in :data:`PRIORITY` (tensorrt > onnxruntime-cuda > torch-cuda > onnxruntime-cpu > numba);
-``onnxruntime-cpu`` and ``numba`` (the graph interpreted with Numba kernels, no ONNX Runtime) are implemented.
+``onnxruntime-cpu`` and ``numba`` (the graph interpreted with Numba kernels, no ONNX Runtime) run anywhere;
+``tensorrt``, ``onnxruntime-cuda`` and ``torch-cuda`` (modules ``tensorrt_backend``, ``ort_cuda_backend``,
+``torch_backend``) only where their library sees a GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 __all__ = [
     "PRIORITY",
     "Backend",
+    "BackendUnavailable",
     "OnnxRuntimeCPUBackend",
     "available_backends",
     "create_backend",
@@ -42,6 +45,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Host arrays in (by graph input name), host arrays out (by graph output name)."""
+
+
+class BackendUnavailable(RuntimeError):
+    """An installed backend cannot serve this model (e.g. torch needs the release's ``weights.pt``, a GPU is
+    missing); ``auto`` then tries the next backend, an explicit request shows this error."""
 
 
 class OnnxRuntimeCPUBackend(Backend):
@@ -110,10 +118,60 @@ def _numba_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
     return NumbaBackend(onnx_path, intra_op_threads=intra_op_threads)
 
 
+def _torch_cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _torch_cuda_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+    from .torch_backend import TorchBackend
+
+    return TorchBackend(Path(onnx_path).parent, device="cuda")  # the release folder: config.yaml + weights.pt
+
+
+def _onnxruntime_cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _onnxruntime_cuda_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+    from .ort_cuda_backend import OnnxRuntimeCUDABackend
+
+    return OnnxRuntimeCUDABackend(onnx_path, intra_op_threads=intra_op_threads)
+
+
+def _tensorrt_available() -> bool:
+    from .tensorrt_backend import tensorrt_available
+
+    return tensorrt_available()
+
+
+def _tensorrt_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+    from .tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(onnx_path)
+
+
 # name -> (is it usable here?, factory(onnx_path, intra_op_threads))
 BACKENDS: dict[str, tuple[Callable[[], bool], Callable[..., Backend]]] = {
+    "tensorrt": (_tensorrt_available, _tensorrt_backend),
+    "onnxruntime-cuda": (_onnxruntime_cuda_available, _onnxruntime_cuda_backend),
+    "torch-cuda": (_torch_cuda_available, _torch_cuda_backend),
     "onnxruntime-cpu": (_onnxruntime_cpu_available, OnnxRuntimeCPUBackend),
     "numba": (_numba_available, _numba_backend),
+}
+
+# what an explicit request for an unavailable backend is told
+_HINTS = {
+    "tensorrt": "`import tensorrt` failed or no CUDA device is visible (TensorRT comes from NVIDIA's own index)",
+    "onnxruntime-cuda": "onnxruntime has no CUDAExecutionProvider: `pip uninstall onnxruntime && pip install onnxruntime-gpu==1.31.1` on a CUDA machine",
+    "torch-cuda": "torch.cuda.is_available() is False (no GPU, or a CPU build of torch)",
 }
 
 
@@ -128,8 +186,15 @@ def create_backend(name: str, onnx_path: str | Path, intra_op_threads: int = 1) 
     if name == "auto":
         if not available:
             raise RuntimeError("no inference backend is available (install onnxruntime)")
-        name = available[0]
+        skipped = []
+        for candidate in available:  # the best one that can serve this model
+            try:
+                return BACKENDS[candidate][1](onnx_path, intra_op_threads=intra_op_threads)
+            except BackendUnavailable as error:
+                skipped.append(f"{candidate}: {error}")
+        raise RuntimeError(f"no available backend can run {onnx_path}: {'; '.join(skipped)}")
     if name not in available:
         why = "not available on this machine" if name in BACKENDS else "unknown"
-        raise ValueError(f"backend {name!r} is {why}; available backends: {available} (or 'auto')")
+        hint = f" ({_HINTS[name]})" if name in _HINTS else ""
+        raise ValueError(f"backend {name!r} is {why}{hint}; available backends: {available} (or 'auto')")
     return BACKENDS[name][1](onnx_path, intra_op_threads=intra_op_threads)
