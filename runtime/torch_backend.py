@@ -64,7 +64,7 @@ class _Slot:
     def __init__(self, backend: TorchBackend, signature: Signature):
         self.backend = backend
         dev, pin = backend.device, backend.is_cuda
-        self.inputs = {n: torch.zeros(s, dtype=getattr(torch, d), device=dev) for n, s, d in signature}
+        self.inputs = {n: torch.empty(s, dtype=getattr(torch, d), device=dev) for n, s, d in signature}
         self.host_in = {n: torch.zeros(s, dtype=getattr(torch, d), pin_memory=pin) for n, s, d in signature}
         self.host_out: dict[str, torch.Tensor] | None = None
         self.outputs: tuple[torch.Tensor, ...] = ()
@@ -97,7 +97,7 @@ class _Slot:
                 self.backend._forward(self.inputs)
         torch.cuda.current_stream(self.backend.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use the GPU meanwhile
             self.outputs = self.backend._forward(self.inputs)
         self.graph = graph
 
@@ -186,7 +186,7 @@ class TorchBackend(Backend):
         batch = next(iter(batches.values()))
         if batch == 0:  # no rows: empty outputs of the spec's shapes (some models cannot run an empty batch)
             return self._empty_outputs(arrays)
-        with self._lock:
+        with self._lock, torch.cuda.device(self.device) if self.is_cuda else contextlib.nullcontext():
             return self._run_chunks(arrays, batch)
 
     def _empty_outputs(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -236,6 +236,8 @@ class TorchBackend(Backend):
     def _launch(self, slot: _Slot) -> None:
         """Host-to-device copy, compute and device-to-host copy, each on its own stream (CUDA), ordered by events."""
         s = self._streams
+        if s:  # after whatever the caller's stream did to these buffers (allocation, capture)
+            s["h2d"].wait_stream(torch.cuda.current_stream(self.device))
         with _on(s.get("h2d")):
             for name, host in slot.host_in.items():
                 slot.inputs[name].copy_(host, non_blocking=True)
