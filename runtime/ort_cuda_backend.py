@@ -83,13 +83,15 @@ class OnnxRuntimeCUDABackend(Backend):
         self.onnx_path = Path(onnx_path)
         self.provider, self.device_id = provider, int(device_id)
         self.device_type = _DEVICE_TYPE[provider]
+        # torch (when it has CUDA) loads the CUDA runtime, cuBLAS and cuDNN from the nvidia-* wheels into the
+        # process, so ONNX Runtime's CUDA provider finds them without LD_LIBRARY_PATH
+        self._pin = self.device_type == "cuda" and _torch_cuda()
         self.session = shared_session(self.onnx_path, provider, self.device_id, intra_op_threads, disable_cpu_fallback, provider_options)
         if provider not in self.session.get_providers():
             raise BackendUnavailable(f"{self.onnx_path}: {provider} could not be initialised (session providers: {self.session.get_providers()})")
         self._inputs = {i.name: i for i in self.session.get_inputs()}
         self._outputs = {o.name: o for o in self.session.get_outputs()}
         self._local = threading.local()
-        self._pin = self.device_type == "cuda" and _torch_cuda()
 
     @property
     def input_names(self) -> list[str]:
