@@ -49,6 +49,11 @@ Shape = tuple[int, ...]
 
 def tensorrt_available() -> bool:
     """``import tensorrt`` works (PyPI's stub packages raise at import) and torch sees a CUDA device."""
+    import importlib.util
+    import sys
+
+    if "tensorrt" not in sys.modules and importlib.util.find_spec("tensorrt") is None:  # common: no import tried
+        return False
     try:
         import tensorrt  # noqa: F401
         import torch
@@ -239,7 +244,7 @@ class TensorRTBackend(Backend):
 
     def _bind(self, engine) -> None:
         trt = self._trt
-        self.engine, self._contexts = engine, {}
+        self.engine, self._context_obj, self._profile = engine, None, None
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in names if n not in self._inputs]
@@ -263,12 +268,14 @@ class TensorRTBackend(Backend):
         return verdict
 
     def _context(self, index: int):
-        context = self._contexts.get(index)
-        if context is None:
-            context = self.engine.create_execution_context()
-            context.set_optimization_profile_async(index, self._stream.cuda_stream)
-            self._contexts[index] = context
-        return context
+        """One execution context (each one holds activation memory for the largest profile), switched between
+        profiles as calls need them."""
+        if self._context_obj is None:
+            self._context_obj, self._profile = self.engine.create_execution_context(), None
+        if self._profile != index:
+            self._context_obj.set_optimization_profile_async(index, self._stream.cuda_stream)
+            self._profile = index
+        return self._context_obj
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
