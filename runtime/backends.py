@@ -11,8 +11,9 @@ available backend in :data:`PRIORITY` (tensorrt > onnxruntime-cuda > torch-cuda 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,17 +31,20 @@ PRIORITY: tuple[str, ...] = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnx
 
 
 class Backend(abc.ABC):
-    """One loaded graph on one device."""
+    """One loaded graph on one device. Subclasses set ``_inputs`` / ``_outputs`` (graph input and output
+    names in graph order: a list, or a dict keyed by name) when they load."""
 
     name: str = "abstract"
+    _inputs: Sequence[str] | Mapping[str, Any] = ()
+    _outputs: Sequence[str] | Mapping[str, Any] = ()
 
     @property
-    @abc.abstractmethod
-    def input_names(self) -> list[str]: ...
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
 
     @property
-    @abc.abstractmethod
-    def output_names(self) -> list[str]: ...
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
 
     @abc.abstractmethod
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,14 +77,6 @@ class OnnxRuntimeCPUBackend(Backend):
         self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
 
     @property
     def intra_op_threads(self) -> int:

@@ -93,14 +93,6 @@ class OnnxRuntimeCUDABackend(Backend):
         self._outputs = {o.name: o for o in self.session.get_outputs()}
         self._local = threading.local()
 
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
-
     def output_shapes(self, inputs: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...] | None]:
         """Output shapes from the graph's symbolic axes bound by the inputs' shapes (None where unresolved)."""
         dims: dict[str, int] = {}

@@ -221,14 +221,6 @@ class TensorRTBackend(Backend):
                             self.onnx_path, self.probe["output"], self.probe["max_violation"])
         self._bind(self._engine(ident, self.precision))
 
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
-
     def _engine(self, ident: tuple[str, str, str], precision: str):
         key = engine_cache_key(*ident, precision, self.profiles)
         path = engine_cache_path(self.card.name, precision, key, self._cache_dir)
