@@ -24,8 +24,7 @@ from hepzoo.datasets.sources import SourceSpec
 
 from .jets import binned_response, jet_response, summarize_response
 from .mlpf import format_comparison, reconstruction_metrics
-from .flashsim import evaluate as evaluate_flashsim
-from .flashsim import flash_sample
+from .flashsim import evaluate_runtime
 from .flashsim import format_report as format_flashsim
 from .particles import pf_particles
 
@@ -68,9 +67,10 @@ def run_demo(out_dir: Path, n_events: int = 200, workers: int = 2, seed: int = 7
             }
             for name, candidates in zoo_candidates.items()
         },
+        # deployed artifacts through the runtime; even events are the full chain, odd ones the noise floor
         "flashsim": {
-            name: evaluate_flashsim(model, kind, events["ttbar"], events["ttbar_b"], seed=seed)
-            for name, (model, kind) in _zoo_models("flashsim").items()
+            name: evaluate_runtime(session, ak.concatenate([events["ttbar"], events["ttbar_b"]]), seed=seed)[0]
+            for name, session in _flashsim_sessions().items()
         },
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -109,19 +109,18 @@ def _ttbar_metrics(events: ak.Array) -> dict:
     }
 
 
-def _zoo_models(family: str) -> dict:
-    """Released models of one family, by ``name/version``: MLPF -> model, flash-sim -> (model, kind)."""
+def _flashsim_sessions() -> dict:
+    """Exported flash-sim releases of the zoo, as runtime sessions, by ``name/version``."""
     from hepzoo.export.zoo import list_releases
-    from hepzoo.models import get_spec
+    from hepzoo.runtime import Session
 
-    models = {}
+    sessions = {}
     for release in list_releases():
-        if get_spec(release.config["model"]["name"]).family != family:
-            continue
-        model = release.build_model()
-        key = f"{release.name}/{release.version}"
-        models[key] = (model, release.config["data"]["kind"]) if family == "flashsim" else model
-    return models
+        if (release.path / "card.json").is_file():
+            session = Session.load(release.path)
+            if session.card.family == "flashsim":
+                sessions[f"{release.name}/{release.version}"] = session
+    return sessions
 
 
 def _run_zoo(events_file: Path, out_dir: Path, seed: int) -> dict[str, dict]:
@@ -197,11 +196,12 @@ def _plot_flashsim(ttbar: ak.Array, seed: int, out_dir: Path) -> None:
 
     from hepzoo.datasets.flashsim_data import JetTarget, jet_table
 
-    for name, (model, kind) in _zoo_models("flashsim").items():
-        if kind != "jet":
+    for name, session in _flashsim_sessions().items():
+        if session.flash_kind != "jet":
             continue
         table = jet_table(ttbar)
-        flash = flash_sample(model, table["context"], seed)
+        drawn = session.sample(table["context"], seed)
+        flash = {"matched": drawn["matched"], "target": drawn["sample"]}
         column = int(JetTarget.PT_RESPONSE)
         fig, ax = plt.subplots(figsize=(8, 6))
         bins = np.linspace(0.4, 1.6, 49)
