@@ -218,16 +218,15 @@ def run_model(
     session = Session.load(name, version=version, backend=backend, intra_op_threads=threads)
     typer.echo(f"{session.name} {session.version} on backend {session.backend_name}")
     started = time.perf_counter()
-    if dask:
-        if delphes:
-            raise ValueError("--delphes is not supported with --dask yet")
-        results = run_files_dask(session, input_, output, scheduler=scheduler, n_workers=workers, seed=seed,
-                                 step_size=step_size, overwrite=overwrite, show_progress=progress)
-    else:
-        from hepzoo.datasets.mapping import DELPHES_MAPPING
+    from hepzoo.datasets.mapping import DELPHES_MAPPING
 
+    mapping = DELPHES_MAPPING if delphes else None
+    if dask:
+        results = run_files_dask(session, input_, output, scheduler=scheduler, n_workers=workers, seed=seed,
+                                 step_size=step_size, overwrite=overwrite, mapping=mapping, show_progress=progress)
+    else:
         results = run_files(session, input_, output, seed=seed, step_size=step_size, overwrite=overwrite,
-                            mapping=DELPHES_MAPPING if delphes else None, show_progress=progress)
+                            mapping=mapping, show_progress=progress)
     elapsed = time.perf_counter() - started
     done = [r for r in results if not r.skipped]
     n_events = sum(r.n_events for r in done)

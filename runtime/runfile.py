@@ -284,6 +284,7 @@ def run_files_dask(
     seed: int | None = None,
     step_size: int = DEFAULT_STEP,
     overwrite: bool = False,
+    mapping: BranchMapping | None = None,
     show_progress: bool = False,
 ) -> list[FileResult]:
     """:func:`run_files` with one Dask task per input file, on ``scheduler`` (an address) or a local cluster.
@@ -294,7 +295,7 @@ def run_files_dask(
     from dask.distributed import Client, LocalCluster, as_completed
 
     pairs = _plan(inputs, output, session.name)
-    options = {"seed": seed, "step_size": step_size, "overwrite": overwrite}
+    options = {"seed": seed, "step_size": step_size, "overwrite": overwrite, "mapping": mapping}  # cloudpickled
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=n_workers or min(len(pairs), os.cpu_count() or 1), threads_per_worker=1,

@@ -167,3 +167,21 @@ def test_run_file_into_a_copy_of_a_release_folder(sample, tmp_path):
     sess = Session.load(folder)
     sess.run_file(sample[1], tmp_path / "x.root", seed=1)
     assert read_run_record(tmp_path / "x.root")["model"] == "flashsim-jet"
+
+
+def test_delphes_layout_input_single_process_and_dask(tmp_path):
+    """Another producer's layout (Delphes branches through DELPHES_MAPPING): MLPF output equals running the
+    session on the mapped events, and the Dask path (mapping shipped to the workers) gives the same file."""
+    from test_io import _delphes_file
+
+    from hepzoo.datasets.mapping import DELPHES_MAPPING
+
+    source = tmp_path / "delphes.root"
+    _delphes_file(source, n=6, seed=3)
+    sess = Session.load("mlpf-gnnlsh")
+    run_files(sess, str(source), tmp_path / "local", mapping=DELPHES_MAPPING)
+    run_files_dask(sess, str(source), tmp_path / "dask", n_workers=1, mapping=DELPHES_MAPPING)
+    local = _tree(tmp_path / "local" / "delphes.mlpf-gnnlsh.root")
+    expected = sess.run(io.read_events(source, mapping=DELPHES_MAPPING))
+    assert len(local) == 6 and ak.to_list(local.mlpf.cls) == ak.to_list(expected.cls)
+    assert ak.to_list(_tree(tmp_path / "dask" / "delphes.mlpf-gnnlsh.root")) == ak.to_list(local)
