@@ -547,7 +547,8 @@ def _softmax(node, const, info):
         _require_float(node, x)
         axis = _norm_axis(a["axis"], x.ndim, node)
         rows, shape = _rows_along(x, axis)
-        return np.moveaxis(K.softmax(rows).reshape(shape), -1, axis)
+        y = K.softmax32(rows) if x.dtype == np.float32 else K.softmax(rows)
+        return np.moveaxis(y.reshape(shape), -1, axis)
 
     return run
 
@@ -714,13 +715,19 @@ def _dense_fn(w: np.ndarray, bias: np.ndarray, codes: list[int], consts: np.ndar
     kdim, n = w.shape
     codes_a = np.asarray(codes, dtype=np.int64)
     dt = w.dtype
-    consts = consts.astype(dt)
+    consts = np.ascontiguousarray(consts.astype(dt))
+    # float32: the compiled plans' blocked kernels and float32 activations; float64 keeps float64 activations
+    narrow = n < K.NARROW
+    wt = np.ascontiguousarray(w.T)
 
     def run(x):
         if x.shape[-1] != kdim or x.dtype != dt:
             raise ValueError(f"input {x.dtype}{list(x.shape)} does not match the weight {dt}[{kdim}, {n}]")
         rows = np.ascontiguousarray(x).reshape(-1, kdim)
-        out = K.dense(rows, w, bias, codes_a, consts)
+        if dt == np.float32:
+            out = K.dense_rows(rows, w, wt, bias, codes_a, consts, narrow)
+        else:
+            out = K.dense(rows, w, bias, codes_a, consts)
         return out.reshape(x.shape[:-1]) if w_vector else out.reshape(x.shape[:-1] + (n,))
 
     return run
@@ -908,6 +915,17 @@ def plan_graph(onnx_path: str | Path) -> Plan:
     pos = 0
     while pos < len(live):
         node, fn = live[pos]
+        attn = _attention_candidate(live, pos, consts, infos, sole_next)
+        if attn is not None:
+            last, ins = attn
+            group = [live[i] for i in range(pos, last + 1)]
+            names = " + ".join(n.name for n, _ in group)
+            where = f"fused {names} (attention)"
+            steps_src.append((_attention_fn(group, where), ins, [group[-1][0].outputs[0]], where, ("attention", names)))
+            fused["attention"] = fused.get("attention", 0) + 1
+            fused["nodes_into_attention"] = fused.get("nodes_into_attention", 0) + len(group)
+            pos = last + 1
+            continue
         dense = _dense_candidate(node, consts)
         if dense is not None:
             x_name, w, bias, w_vector = dense
@@ -994,6 +1012,78 @@ def plan_graph(onnx_path: str | Path) -> Plan:
         for name in output_names
     ]
     return Plan(inputs, outputs, template, steps, [s[4] for s in steps_src], len(nodes), n_folded, fused)
+
+
+def _attention_candidate(live: list, pos: int, consts: dict, infos: dict, sole_next: Callable) -> tuple[int, list[str]] | None:
+    """``MatMul(q, kt) [+ Add(., mask)] -> Softmax(last axis) -> MatMul(., v)`` starting at ``live[pos]``, each
+    intermediate used only by the next node: (index of the last node, inputs [q, kt, mask or "", v]), else None."""
+    node = live[pos][0]
+    if node.op != "MatMul" or any(i in consts for i in node.inputs) or len(node.outputs) != 1:
+        return None
+    value = node.outputs[0]
+    mask = ""
+    j = sole_next(pos, value)
+    if j is not None and live[j][0].op == "Add" and live[j][0].inputs.count(value) == 1:
+        mask = next(i for i in live[j][0].inputs if i != value)
+        value = live[j][0].outputs[0]
+    else:
+        j = pos
+    j = sole_next(j, value)
+    if j is None or live[j][0].op != "Softmax":
+        return None
+    axis = live[j][0].attrs.get("axis", -1)
+    rank = len(infos[value].shape) if value in infos and infos[value].shape is not None else None
+    if not (axis == -1 or (rank is not None and axis == rank - 1)):
+        return None
+    value = live[j][0].outputs[0]
+    j = sole_next(j, value)
+    if j is None or live[j][0].op != "MatMul" or live[j][0].inputs[0] != value or live[j][0].inputs[1] == value:
+        return None
+    return j, [node.inputs[0], node.inputs[1], mask, live[j][0].inputs[1]]
+
+
+def _attention_fn(group: list[tuple[_Node, Callable]], where: str) -> Callable:
+    """Run the fused attention group on :func:`~numba_ops.attention` when the operands are float32 with at
+    least two axes and the mask broadcasts along the query axis (or is absent); otherwise run the group's
+    nodes one after another (the unfused path)."""
+    has_mask = group[1][0].op == "Add"
+
+    def unfused(q, kt, mask, v):
+        y = group[0][1](q, kt)
+        if has_mask:
+            y = group[1][1](y, mask) if group[1][0].inputs[0] == group[0][0].outputs[0] else group[1][1](mask, y)
+        return group[-1][1](group[-2][1](y), v)
+
+    def run(q, kt, mask, v):
+        ok = all(t.dtype == np.float32 and t.ndim >= 2 for t in (q, kt, v)) and q.shape[-1] == kt.shape[-2]
+        ok = ok and v.shape[-2] == kt.shape[-1] and (mask is None or (mask.dtype == np.float32 and mask.ndim >= 1))
+        if not ok:
+            return unfused(q, kt, mask, v)
+        m, n = q.shape[-2], kt.shape[-1]
+        mshape = (1, 1) if mask is None else (mask.shape[-2] if mask.ndim >= 2 else 1, mask.shape[-1])
+        if mshape[0] not in (1, m) or mshape[1] not in (1, n):
+            return unfused(q, kt, mask, v)
+        try:
+            batch = np.broadcast_shapes(q.shape[:-2], kt.shape[:-2], v.shape[:-2], () if mask is None else mask.shape[:-2])
+        except ValueError:
+            return unfused(q, kt, mask, v)
+        if mask is not None and batch != np.broadcast_shapes(q.shape[:-2], kt.shape[:-2], v.shape[:-2]):
+            return unfused(q, kt, mask, v)  # the mask widens the batch: keep NumPy's broadcasting
+        q3 = np.ascontiguousarray(np.broadcast_to(q, batch + q.shape[-2:])).reshape(-1, m, q.shape[-1])
+        kt3 = np.ascontiguousarray(np.broadcast_to(kt, batch + kt.shape[-2:])).reshape(-1, kt.shape[-2], n)
+        vt3 = np.ascontiguousarray(np.swapaxes(np.broadcast_to(v, batch + v.shape[-2:]), -1, -2)).reshape(-1, v.shape[-1], n)
+        if mask is None:
+            mask3 = np.zeros((1, 1, n), np.float32)
+        else:
+            mm = mask if mask.ndim >= 2 else mask.reshape(1, -1)
+            if any(d != 1 for d in mm.shape[:-2]):  # one mask per batch entry
+                mm = np.broadcast_to(mm, batch + (mshape[0], n))
+            else:
+                mm = np.broadcast_to(mm.reshape(mm.shape[-2:]), (mshape[0], n))
+            mask3 = np.ascontiguousarray(mm).reshape(-1, mshape[0], n)
+        return K.attention(q3, kt3, mask3, vt3).reshape(batch + (m, v.shape[-1]))
+
+    return run
 
 
 def _dense_candidate(node: _Node, consts: dict[str, np.ndarray]) -> tuple[str, np.ndarray, np.ndarray, bool] | None:

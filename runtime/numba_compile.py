@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import numba_ops
+
 if TYPE_CHECKING:
     from .numba_backend import Plan
 
@@ -44,7 +46,7 @@ __all__ = ["BLOCK_ROWS", "CompiledPlan", "NotCompilable", "cache_dir", "compile_
 log = logging.getLogger(__name__)
 
 CODEGEN_VERSION = 1
-NARROW = 16  # matrix products with fewer output columns use the dot-product kernel (dense_t_into)
+NARROW = numba_ops.NARROW  # matrix products with fewer output columns use the dot-product kernel (dense_t_into)
 BLOCK_ROWS = 64  # rows per pass through the graph: 64 x 64 float32 buffers (16 KiB) stay in L1/L2
 _F32 = np.dtype(np.float32)
 _LOCK = threading.Lock()
@@ -240,6 +242,8 @@ def generate_source(plan: Plan, model_sha256: str) -> tuple[str, tuple[np.ndarra
             out = new_row(x.width, x.rank)
             _program_call(gen, codes, prog_consts, x.expr, out.expr, x.width, where)
             results = [out]
+        elif kind == "attention":
+            raise NotCompilable(f"{where}: attention mixes rows (not a row-wise step)")
         else:
             results = [_node(gen, spec[1], spec[2], [rows.get(s) for s in ins], where, new_row, alias, _as_int_list)]
         for s, r in zip(outs, results, strict=True):
@@ -256,8 +260,6 @@ def generate_source(plan: Plan, model_sha256: str) -> tuple[str, tuple[np.ndarra
         outputs.append((name, r.rank, r.width))
 
     import numba
-
-    from . import numba_ops
 
     ops_hash = hashlib.sha256(Path(numba_ops.__file__).read_bytes()).hexdigest()[:16]
     n_in, n_out = len(plan.inputs), len(plan.outputs)

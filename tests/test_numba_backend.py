@@ -297,6 +297,112 @@ def test_constant_subgraph_is_folded_and_chain_is_fused(tmp_path):
     np.testing.assert_allclose(NumbaBackend(path).run({"x": x})["y"], ReferenceEvaluator(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
 
 
+
+def _softmax_ref(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        x64 = x.astype(np.float64)
+        e = np.exp(x64 - x64.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("d", [1, 7, 16, 37, 1024])
+def test_softmax32_matches_numpy(d):
+    """The float32 softmax (vectorised exp, integer-keyed row max) vs float64 NumPy, with masked rows."""
+    rng = RNG(d)
+    x = (rng.standard_normal((6, d)) * 20).astype(np.float32)
+    x[1, (d + 1) // 2 :] = -np.inf  # partly masked (nothing for d = 1)
+    x[2] = -np.inf  # fully masked: NaN
+    x[3, 0] = np.nan  # a NaN makes its row NaN
+    x[4] = -x[4] - 200.0  # all negative, large shift
+    got = K.softmax32(x)
+    ref = _softmax_ref(x)
+    ref[3] = np.nan
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-7, equal_nan=True)
+    assert np.all(got[1, (d + 1) // 2 :] == 0) and np.all(np.isnan(got[2])) and np.all(np.isnan(got[3]))
+    assert got.dtype == np.float32
+
+
+@pytest.mark.parametrize("m,dim,n,dv", [(1, 1, 1, 1), (4, 16, 64, 16), (7, 3, 37, 5), (9, 16, 130, 16)])
+@pytest.mark.parametrize("mask_kind", ["keys", "full", "batch"])
+def test_attention_matches_numpy(m, dim, n, dv, mask_kind):
+    """Fused attention vs softmax(q @ kt + mask) @ v in float64; odd sizes hit the 4-row and 2-k remainders."""
+    rng = RNG(m * 1000 + n)
+    b = 3
+    q = rng.standard_normal((b, m, dim)).astype(np.float32)
+    kt = rng.standard_normal((b, dim, n)).astype(np.float32)
+    v = rng.standard_normal((b, n, dv)).astype(np.float32)
+    mask = {"keys": (1, 1, n), "full": (b, m, n), "batch": (b, 1, n)}[mask_kind]
+    mask = np.where(rng.random(mask) < 0.3, -np.inf, 0.1 * rng.standard_normal(mask)).astype(np.float32)
+    mask[..., 0] = 0.0  # one open key per row
+    if mask_kind != "keys" and m > 1:
+        mask[0, -1 if mask_kind == "full" else 0, :] = -np.inf  # a fully masked row (or batch entry): NaN
+    got = K.attention(q, kt, np.ascontiguousarray(mask), np.ascontiguousarray(np.swapaxes(v, 1, 2)))
+    with np.errstate(invalid="ignore"):
+        ref = _softmax_ref(q.astype(np.float64) @ kt + mask) @ v
+    assert got.shape == (b, m, dv) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5, equal_nan=True)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+
+
+@pytest.mark.parametrize("m", [1, 5, 32, 70])
+def test_dense_rows_matches_numpy(m):
+    """Blocked dense + float32 program (row blocks of 32, remainders) vs NumPy, wide and narrow outputs."""
+    rng = RNG(m)
+    x = rng.standard_normal((m, 19)).astype(np.float32)
+    for n in (3, 40):
+        w = rng.standard_normal((19, n)).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        for names in ([], ["GELU", "MUL"], ["SIGMOID"]):
+            codes = np.array([K.OP_CODES[c] for c in names], dtype=np.int64)
+            consts = rng.uniform(0.5, 2.0, (len(names), n)).astype(np.float32).reshape(len(names), n)
+            got = K.dense_rows(x, w, np.ascontiguousarray(w.T), bias, codes, consts, n < K.NARROW)
+            lin = (x.astype(np.float64) @ w + bias).astype(np.float32)
+            ref = K.run_program_numpy(lin, codes, consts) if names else lin
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=f"n={n} {names}")
+
+
+def _attention_model(mask_shape: tuple[int, ...] | None) -> onnx.ModelProto:
+    """q, k, v [2, 3, N, 4] -> softmax(q @ k^T [+ mask]) @ v, the pattern the transformer export produces."""
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2], name="kT")]
+    nodes.append(helper.make_node("MatMul", ["q", "kt"], ["s"], name="scores"))
+    scores = "s"
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, "n", 4]) for n in ("q", "k", "v")]
+    if mask_shape is not None:
+        nodes.append(helper.make_node("Add", ["mask", "s"], ["sm"], name="add_mask"))
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, list(mask_shape)))
+        scores = "sm"
+    nodes.append(helper.make_node("Softmax", [scores], ["p"], axis=-1, name="softmax"))
+    nodes.append(helper.make_node("MatMul", ["p", "v"], ["y"], name="pv"))
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+@pytest.mark.parametrize("mask_shape", [None, (2, 1, 1, "n"), (1, 3, "n", "n"), ("n",)])
+def test_attention_pattern_is_fused_and_matches_reference(tmp_path, mask_shape):
+    """MatMul [+ Add mask] + Softmax + MatMul is planned as one attention step and matches the ONNX reference
+    evaluator (mask per event, per head and query, or a plain key vector; a fully masked row gives NaN)."""
+    model = _attention_model(mask_shape)
+    path = tmp_path / "attn.onnx"
+    onnx.save(model, path)
+    plan = plan_graph(path)
+    assert plan.fused["attention"] == 1 and plan.fused["nodes_into_attention"] == (4 if mask_shape else 3)
+    n = 9
+    rng = RNG(11)
+    feeds = {name: rng.standard_normal((2, 3, n, 4)).astype(np.float32) for name in ("q", "k", "v")}
+    if mask_shape is not None:
+        shape = tuple(n if d == "n" else d for d in mask_shape)
+        mask = np.where(rng.random(shape) < 0.3, -np.inf, 0.0).astype(np.float32)
+        mask[..., 0] = 0.0
+        if len(shape) == 4 and shape[2] == n:
+            mask[0, 1, 2, :] = -np.inf  # fully masked query row
+        feeds["mask"] = mask
+    with np.errstate(invalid="ignore"):
+        ref = ReferenceEvaluator(model).run(None, feeds)[0]
+    got = NumbaBackend(path).run(feeds)["y"]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+
+
 # ---- load- and run-time errors -------------------------------------------------------------------------------------
 
 
