@@ -55,7 +55,7 @@ _DTYPES: dict[int, np.dtype] = {
 }
 _FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
 # operators whose output may be a view of their input (NumPy reshape/slicing/broadcast)
-_VIEW_OPS = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Expand", "Softmax", "TopK", "ArgMax"}
+_VIEW_OPS = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Expand", "Softmax", "TopK", "ArgMax", "Gather"}
 
 
 class UnsupportedModelError(ValueError):
@@ -409,13 +409,13 @@ def _gather(node, const, info):
         if n is not None and idx.size and (lo < -n or hi >= n):
             raise UnsupportedModelError(f"{node.where()}: a constant index is out of range [-{n}, {n})")
         if lo >= 0:
-            # one index on the last axis of a tensor: basic indexing keeps it a view
-            key = (slice(None),) * axis + (idx,)
+            # a scalar index: basic indexing keeps the result a view (no copy of a transposed input)
+            key = (slice(None),) * axis + ((int(idx),) if idx.ndim == 0 else (idx,))  # an int index: a view, no copy
 
             def run_const(x, _idx):
                 if x.ndim != rank or (idx.size and hi >= x.shape[axis]):
                     return run_any(x, _idx)
-                return x[key] if idx.ndim else np.take(x, idx, axis=axis)
+                return x[key]  # == np.take(x, idx, axis) for these non-negative indices
 
             def run_any(x, i):
                 return _gather_any(node, a["axis"], x, i)
