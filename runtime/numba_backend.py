@@ -1153,14 +1153,6 @@ class NumbaBackend(Backend):
 
             self.compiled = compile_plan(p, self.onnx_path)
 
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
-
     def _check_input(self, name: str, value: Any, dtype: np.dtype, shape) -> np.ndarray:
         x = np.asarray(value)
         if x.dtype != dtype:
