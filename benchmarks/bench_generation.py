@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hepzoo.bench_report import replace_section  # noqa: F401 - bench_flashsim imports it from here too
 from hepzoo.datasets.detector import simulate_event
 from hepzoo.datasets.generate import GenerationConfig, generate
 from hepzoo.datasets.sources import PileupOverlay, PythiaSource, SourceSpec
@@ -110,18 +111,6 @@ def _write_markdown(result: dict, path: Path) -> None:
     ]
     table += [f"| {r['what']} | {r['workers']} | {r['events']} | {r['events_per_s']:.1f} |" for r in result["rows"]]
     replace_section(path, BEGIN, END, "\n".join(table))
-
-
-def replace_section(path: Path, begin: str, end: str, body: str) -> None:
-    """Write ``body`` between the ``begin``/``end`` markers of ``path`` (appended if the markers are absent)."""
-    section = "\n".join([begin, body, end])
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery table here is written by a script.\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

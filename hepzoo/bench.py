@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from hepzoo.atomic import write_text_atomic
+
 __all__ = [
     "FLASHSIM_BATCHES",
     "MLPF_BATCHED",
@@ -607,21 +609,10 @@ def measure_point(point: Point, settings: BenchSettings) -> dict[str, Any]:
     return rec
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """JSON to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)
-    _write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
     return path
 
 

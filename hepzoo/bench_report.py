@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from hepzoo.atomic import write_text_atomic
+
 __all__ = [
     "BEGIN",
     "END",
@@ -47,15 +49,7 @@ def replace_section(path: str | os.PathLike, begin: str, end: str, body: str) ->
         text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 # ---- numbers -> text ---------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from hepzoo.atomic import temporary_path
 from hepzoo.datasets import io, schema
 from hepzoo.datasets.mapping import BranchMapping
 
@@ -132,7 +132,7 @@ class _AtomicTree:
         if not path.parent.is_dir():
             raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
         self.path = path
-        self.tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+        self.tmp = temporary_path(path)
         self.file = uproot.recreate(self.tmp)
         self.tree = None
 

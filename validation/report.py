@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hepzoo.atomic import write_bytes_atomic
 
 __all__ = ["Section", "mlpf_plots", "flashsim_plots", "build_sections", "write_markdown", "write_html"]
 
@@ -34,16 +35,6 @@ FLASH_STYLE = {
     "flash": dict(color="#1f4e9c", label="Flash-sim"),
     "full_b": dict(color="#e67e22", label="Independent full chain (noise floor)"),
 }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---- plotting helpers ----------------------------------------------------------------------------------------
@@ -99,7 +90,7 @@ def _save(fig, path: Path) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
-    _write_atomic(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
     return path.name
 
 
@@ -447,7 +438,7 @@ def write_markdown(metrics: Mapping[str, Any], sections: Sequence[Section], path
                 lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
             lines.append("")
         lines += [f"![{img}]({img})" for img in s.images] + ([""] if s.images else [])
-    _write_atomic(path, "\n".join(lines).encode())
+    write_bytes_atomic(path, "\n".join(lines).encode())
 
 
 _CSS = """
@@ -487,4 +478,4 @@ def write_html(metrics: Mapping[str, Any], sections: Sequence[Section], folder: 
             data = base64.b64encode((folder / img).read_bytes()).decode()
             parts.append(f"<img alt='{html.escape(img)}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
-    _write_atomic(path, "\n".join(parts).encode())
+    write_bytes_atomic(path, "\n".join(parts).encode())
