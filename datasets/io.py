@@ -356,7 +356,10 @@ class _FileReader:
                     f"{self.path}: cannot read the ROOT directory (truncated or corrupt?): {type(err).__name__}: {err}"
                 ) from err
             if tree_name not in keys or not classes.get(tree_name, "").startswith("TTree"):
-                raise SchemaError(f"{self.path}: no TTree {tree_name!r} in the file (it holds {sorted(keys)})")
+                hint = ""
+                if mapping is None and "Delphes" in keys:
+                    hint = "; it looks like a Delphes file: read it with DELPHES_MAPPING (hepzoo run --delphes)"
+                raise SchemaError(f"{self.path}: no TTree {tree_name!r} in the file (it holds {sorted(keys)}){hint}")
             try:
                 self.tree = self._file[tree_name]
                 self.branches = {b.name: b for b in self.tree.values(recursive=True)}
