@@ -50,11 +50,13 @@ def evaluate(
     truth: Mapping[str, np.ndarray] = table(full)
     truth_b: Mapping[str, np.ndarray] = table(full_b)
     flash = flash_sample(model, truth["context"], seed)
+    flash["event_index"] = truth["event_index"]  # the classifier splits train/test by event (no leakage)
     context_enum, target_enum = _NAMES[kind]
+    columns = ("context", "matched", "target", "event_index")
     report = fidelity_report(
         flash,
-        {k: truth[k] for k in ("context", "matched", "target")},
-        {k: truth_b[k] for k in ("context", "matched", "target")},
+        {k: truth[k] for k in columns},
+        {k: truth_b[k] for k in columns},
         _names(target_enum),
         context_names=_names(context_enum),
         seed=seed,
