@@ -4,6 +4,7 @@ Importing this package registers every model: each model module below registers 
 ``@register_model``. Adding a model = one module here + its import below; the test matrix picks it up.
 """
 
+from hepzoo.models import registry
 from hepzoo.models.registry import (
     DuplicateModelError,
     ExportSpec,
@@ -20,15 +21,4 @@ from hepzoo.models.registry import (
 # model modules (import order = nothing; each registers its own names)
 from hepzoo.models import flashsim_jet, flashsim_track, mlpf_gnnlsh, mlpf_transformer  # noqa: E402,F401  isort: skip
 
-__all__ = [
-    "DuplicateModelError",
-    "ExportSpec",
-    "ModelSpec",
-    "TensorSpec",
-    "UnknownModelError",
-    "create_model",
-    "get_spec",
-    "list_models",
-    "register_model",
-    "unregister_model",
-]
+__all__ = list(registry.__all__)

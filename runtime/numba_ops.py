@@ -120,6 +120,65 @@ def _tanh(x):
     return x * p / q
 
 
+@njit(inline="always", fastmath=_FM, error_model="numpy")
+def _binary_per_column(buf, row, code, n):
+    """Binary op ``code`` (0..7: add, sub, rsub, mul, div, rdiv, clip-min, clip-max) of ``buf[j]`` with
+    ``row[j]``, in place; inlined into the program kernels so each branch stays a vectorisable loop."""
+    if code == 0:
+        for j in range(n):
+            buf[j] = buf[j] + row[j]
+    elif code == 1:
+        for j in range(n):
+            buf[j] = buf[j] - row[j]
+    elif code == 2:
+        for j in range(n):
+            buf[j] = row[j] - buf[j]
+    elif code == 3:
+        for j in range(n):
+            buf[j] = buf[j] * row[j]
+    elif code == 4:
+        for j in range(n):
+            buf[j] = buf[j] / row[j]
+    elif code == 5:
+        for j in range(n):
+            buf[j] = row[j] / buf[j]
+    elif code == 6:
+        for j in range(n):
+            buf[j] = row[j] if buf[j] < row[j] else buf[j]
+    else:
+        for j in range(n):
+            buf[j] = row[j] if buf[j] > row[j] else buf[j]
+
+
+@njit(inline="always", fastmath=_FM, error_model="numpy")
+def _binary_scalar(buf, c, code, n):
+    """:func:`_binary_per_column` with one constant ``c`` for every element (Clip keeps NaN as NaN)."""
+    if code == 0:
+        for j in range(n):
+            buf[j] = buf[j] + c
+    elif code == 1:
+        for j in range(n):
+            buf[j] = buf[j] - c
+    elif code == 2:
+        for j in range(n):
+            buf[j] = c - buf[j]
+    elif code == 3:
+        for j in range(n):
+            buf[j] = buf[j] * c
+    elif code == 4:
+        for j in range(n):
+            buf[j] = buf[j] / c
+    elif code == 5:
+        for j in range(n):
+            buf[j] = c / buf[j]
+    elif code == 6:
+        for j in range(n):
+            buf[j] = c if buf[j] < c else buf[j]
+    else:
+        for j in range(n):
+            buf[j] = c if buf[j] > c else buf[j]
+
+
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _program_inplace(buf, codes, consts, percol):
     """Apply the program to the 1-D ``buf`` in place, one op over the whole buffer at a time (the op switch
@@ -132,54 +191,9 @@ def _program_inplace(buf, codes, consts, percol):
         c = row[0]
         if code <= 7:
             if percol:
-                if code == 0:
-                    for j in range(n):
-                        buf[j] = buf[j] + row[j]
-                elif code == 1:
-                    for j in range(n):
-                        buf[j] = buf[j] - row[j]
-                elif code == 2:
-                    for j in range(n):
-                        buf[j] = row[j] - buf[j]
-                elif code == 3:
-                    for j in range(n):
-                        buf[j] = buf[j] * row[j]
-                elif code == 4:
-                    for j in range(n):
-                        buf[j] = buf[j] / row[j]
-                elif code == 5:
-                    for j in range(n):
-                        buf[j] = row[j] / buf[j]
-                elif code == 6:
-                    for j in range(n):
-                        buf[j] = row[j] if buf[j] < row[j] else buf[j]
-                else:
-                    for j in range(n):
-                        buf[j] = row[j] if buf[j] > row[j] else buf[j]
-            elif code == 0:
-                for j in range(n):
-                    buf[j] = buf[j] + c
-            elif code == 1:
-                for j in range(n):
-                    buf[j] = buf[j] - c
-            elif code == 2:
-                for j in range(n):
-                    buf[j] = c - buf[j]
-            elif code == 3:
-                for j in range(n):
-                    buf[j] = buf[j] * c
-            elif code == 4:
-                for j in range(n):
-                    buf[j] = buf[j] / c
-            elif code == 5:
-                for j in range(n):
-                    buf[j] = c / buf[j]
-            elif code == 6:  # Clip min: NaN stays NaN
-                for j in range(n):
-                    buf[j] = c if buf[j] < c else buf[j]
+                _binary_per_column(buf, row, code, n)
             else:
-                for j in range(n):
-                    buf[j] = c if buf[j] > c else buf[j]
+                _binary_scalar(buf, c, code, n)
         elif code == 10:
             for j in range(n):
                 buf[j] = -buf[j]
@@ -690,57 +704,11 @@ def program_rows(x, m, codes, consts, out):
         c = row[0]
         if code <= 7 and consts.shape[1] > 1:
             for r in range(m):
-                buf = flat[r * w : (r + 1) * w]
-                if code == 0:
-                    for j in range(w):
-                        buf[j] = buf[j] + row[j]
-                elif code == 1:
-                    for j in range(w):
-                        buf[j] = buf[j] - row[j]
-                elif code == 2:
-                    for j in range(w):
-                        buf[j] = row[j] - buf[j]
-                elif code == 3:
-                    for j in range(w):
-                        buf[j] = buf[j] * row[j]
-                elif code == 4:
-                    for j in range(w):
-                        buf[j] = buf[j] / row[j]
-                elif code == 5:
-                    for j in range(w):
-                        buf[j] = row[j] / buf[j]
-                elif code == 6:
-                    for j in range(w):
-                        buf[j] = row[j] if buf[j] < row[j] else buf[j]
-                else:
-                    for j in range(w):
-                        buf[j] = row[j] if buf[j] > row[j] else buf[j]
+                _binary_per_column(flat[r * w : (r + 1) * w], row, code, w)
             continue
         buf = flat[:n]
-        if code == 0:
-            for j in range(n):
-                buf[j] = buf[j] + c
-        elif code == 1:
-            for j in range(n):
-                buf[j] = buf[j] - c
-        elif code == 2:
-            for j in range(n):
-                buf[j] = c - buf[j]
-        elif code == 3:
-            for j in range(n):
-                buf[j] = buf[j] * c
-        elif code == 4:
-            for j in range(n):
-                buf[j] = buf[j] / c
-        elif code == 5:
-            for j in range(n):
-                buf[j] = c / buf[j]
-        elif code == 6:
-            for j in range(n):
-                buf[j] = c if buf[j] < c else buf[j]
-        elif code == 7:
-            for j in range(n):
-                buf[j] = c if buf[j] > c else buf[j]
+        if code <= 7:
+            _binary_scalar(buf, c, code, n)
         elif code == 10:
             for j in range(n):
                 buf[j] = -buf[j]

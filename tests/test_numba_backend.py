@@ -16,13 +16,15 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from scipy.special import erf
 
-from hepzoo.datasets import io, schema
+from hepzoo.datasets import schema
 from hepzoo.export.card import load_card
 from hepzoo.export.zoo import list_releases
 from hepzoo.models import get_spec
 from hepzoo.runtime import NumbaBackend, Session, available_backends
 from hepzoo.runtime import numba_ops as K
 from hepzoo.runtime.numba_backend import GraphRunError, UnsupportedModelError, plan_graph
+
+from test_runtime import _events  # noqa: E402  (events of given track/cluster counts)
 
 RELEASES = [r for r in list_releases() if (r.path / "card.json").is_file()]
 RNG = np.random.default_rng
@@ -453,15 +455,19 @@ def _sizes(card) -> list[tuple[int, int]]:
     return [(1, 0), (7, 0), (1000, 0)]
 
 
-@pytest.fixture(scope="module", params=RELEASES, ids=lambda r: f"{r.name}-{r.version}")
-def release_backends(request):
+def _release_with_ort(release):
+    """(card, model.onnx path, one-thread ONNX Runtime CPU session) of a release: the reference for parity."""
     ort = pytest.importorskip("onnxruntime")
-    release = request.param
     card = load_card(release.path)
     path = release.path / card.onnx.file
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return card, path, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module", params=RELEASES, ids=lambda r: f"{r.name}-{r.version}")
+def release_backends(request):
+    card, path, session = _release_with_ort(request.param)
     return card, NumbaBackend(path), session
 
 
@@ -483,21 +489,6 @@ def test_zoo_models_match_onnxruntime(release_backends):
                 assert keep.any()
                 g, r = g[keep], r[keep]
             np.testing.assert_allclose(g, r, atol=tol.atol, rtol=tol.rtol, err_msg=f"{card.name} {name} batch {batch} n {n}")
-
-
-def _events(n_tracks: list[int], n_clusters: list[int], seed: int) -> ak.Array:
-    rng = RNG(seed)
-    evs = []
-    for i, (nt, nc) in enumerate(zip(n_tracks, n_clusters, strict=True)):
-        ev = {"event_id": i, "process": 1, "n_pileup": 0, "weight": 1.0, "seed": seed}
-        for prefix, k in {"gen": 0, "trk": nt, "clu": nc, "tgt": nt + nc}.items():
-            for f in schema.COLLECTIONS[prefix].fields:
-                dt = np.dtype(f.dtype)
-                v = np.abs(rng.normal(size=k)) + 0.5 if dt.kind == "f" else np.ones(k)
-                ev[schema.COLLECTIONS[prefix].branch(f.name)] = v.astype(dt)
-        ev["clu_layer"] = rng.integers(1, 4, size=nc).astype(np.int32)
-        evs.append(ev)
-    return io.events_to_awkward(evs)
 
 
 @pytest.mark.parametrize("name", ["mlpf-gnnlsh", "flashsim-jet"])
@@ -728,13 +719,7 @@ _BATCHES = [1, 7, 100, 1000]
 
 @pytest.fixture(scope="module", params=RELEASES, ids=lambda r: f"{r.name}-{r.version}")
 def release_both_paths(request):
-    ort = pytest.importorskip("onnxruntime")
-    release = request.param
-    card = load_card(release.path)
-    path = release.path / card.onnx.file
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    card, path, session = _release_with_ort(request.param)
     return card, NumbaBackend(path), NumbaBackend(path, compile=False), session
 
 
