@@ -71,6 +71,20 @@ def _rows_of(offsets: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.nd
     return rows, sub_offsets
 
 
+# MLPF ``charge_logits`` classes: index = charge + 1 (-1, 0, +1). Neutral classes (and empty slots) decode to
+# charge 0 whatever the charge head says; charged classes decode to -1 or +1 (argmax over those two only).
+_CHARGE_MINUS, _CHARGE_PLUS = 0, 2
+CHARGED_CLASSES = (TargetClass.CHARGED_HADRON, TargetClass.ELECTRON, TargetClass.MUON)
+
+
+def decode_charge(cls: np.ndarray, charge_logits: np.ndarray) -> np.ndarray:
+    """Per-candidate charge from the predicted class and the charge head: 0 for ``TargetClass.NONE``,
+    ``NEUTRAL_HADRON`` and ``PHOTON``; -1 or +1 for the charged classes (never 0)."""
+    charged = np.isin(cls, np.array([int(c) for c in CHARGED_CLASSES]))
+    plus = charge_logits[:, _CHARGE_PLUS] > charge_logits[:, _CHARGE_MINUS]
+    return np.where(charged, np.where(plus, 1, -1), 0).astype(np.int32)
+
+
 @dataclass
 class _Request:
     """One :meth:`Session.submit` call as the batcher sees it."""
@@ -268,14 +282,15 @@ class Session:
         """MLPF outputs (flat, from :meth:`run_elements`) -> per-event candidate records.
 
         Element slots predicted as ``TargetClass.NONE`` are dropped unless ``keep_empty`` (then records stay
-        element-aligned: tracks then clusters). ``probabilities`` adds ``cls_prob`` (softmax of
-        ``cls_logits``, ``[n_classes]`` per record).
+        element-aligned: tracks then clusters). ``charge``: see :func:`decode_charge` (neutrals 0, charged ±1).
+        ``probabilities`` adds ``cls_prob`` (softmax of ``cls_logits``, ``[n_classes]`` per record).
         """
         counts = np.diff(np.asarray(offsets, dtype=np.int64))
         reg = out["regression"]
+        cls = out["cls_logits"].argmax(-1).astype(np.int32)
         fields = {
-            "cls": out["cls_logits"].argmax(-1).astype(np.int32),
-            "charge": (out["charge_logits"].argmax(-1) - 1).astype(np.int32),
+            "cls": cls,
+            "charge": decode_charge(cls, out["charge_logits"]),
             "pt": reg[:, 0],
             "eta": reg[:, 1],
             "phi": np.arctan2(reg[:, 2], reg[:, 3]).astype(np.float32),

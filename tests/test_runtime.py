@@ -169,3 +169,36 @@ def test_flashsim_sample_reproducible_from_seed(name):
     assert not np.array_equal(a["sample"], c["sample"])
     with pytest.raises(TypeError, match="flashsim"):
         sess.run_elements(context, np.array([0, 300]))
+
+
+def test_decode_charge_neutrals_zero_charged_never_zero():
+    from hepzoo.runtime.session import decode_charge
+
+    TC = schema.TargetClass
+    cls = np.array([TC.PHOTON, TC.NEUTRAL_HADRON, TC.CHARGED_HADRON, TC.ELECTRON, TC.MUON, TC.NONE], np.int32)
+    # index = charge + 1; the raw argmax says +1, +1, 0, 0, 0 (largest logit on "neutral"), +1
+    logits = np.array([[0, 1, 5], [0, 1, 5], [1, 9, 0], [0, 9, 1], [2, 9, 1], [0, 0, 3]], np.float32)
+    np.testing.assert_array_equal(decode_charge(cls, logits), [0, 0, -1, 1, -1, 0])
+
+
+def _mlpf_releases() -> list[str]:
+    from hepzoo.export.zoo import list_releases
+
+    return [str(r.path) for r in list_releases() if r.name.startswith("mlpf")]
+
+
+@pytest.mark.parametrize("release", _mlpf_releases())
+def test_candidates_charge_follows_class_on_every_mlpf_release(release):
+    """Real model outputs: neutral candidates carry charge 0, charged ones ±1 (sign from the -1/+1 logits)."""
+    TC = schema.TargetClass
+    sess = Session.load(release)
+    x, off = _features([60] * 8, seed=5)
+    out = sess.run_elements(x, off)
+    cands = sess.candidates(out, off, keep_empty=True)
+    cls, charge = ak.to_numpy(ak.flatten(cands.cls)), ak.to_numpy(ak.flatten(cands.charge))
+    neutral = np.isin(cls, [TC.NEUTRAL_HADRON, TC.PHOTON, TC.NONE])
+    assert (~neutral).any() and np.isin(cls, [TC.NEUTRAL_HADRON, TC.PHOTON]).any()
+    assert np.all(charge[neutral] == 0)
+    logits = out["charge_logits"]
+    expected = np.where(logits[:, 2] > logits[:, 0], 1, -1)
+    np.testing.assert_array_equal(charge[~neutral], expected[~neutral])
