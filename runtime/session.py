@@ -444,7 +444,8 @@ class Session:
         MLPF: ``event`` is one event's element rows ``float32[n, F]`` (result: ``{output: [n, ...]}``) or a
         one-event awkward array/record (result: its candidates, as :meth:`run` gives). Flash-sim: ``event`` is
         a context table ``float32[k, C]`` and ``seed`` is required; the result equals ``sample(event, seed)``.
-        A request that is invalid, or fails in the backend, fails only its own future.
+        A request that is invalid, or fails in the backend, fails only its own future. The input is copied
+        here, so the caller may overwrite its buffer as soon as ``submit`` returns.
         """
         with self._batcher_lock:
             if self._batcher is None:
@@ -470,7 +471,7 @@ class Session:
         if self.card.family == "flashsim":
             if request.seed is None:
                 raise ValueError(f"{self.name} is generative: submit(context, seed=...) needs a seed")
-            request.payload = self._check_context(request.payload)
+            request.payload = self._check_context(np.array(request.payload, dtype=np.float32))  # a copy: see submit
             return None
         if request.seed is not None:
             raise ValueError(f"seed= is for generative (flash-sim) models; {self.name} is deterministic")
@@ -483,11 +484,10 @@ class Session:
                 raise ValueError(f"submit takes one event, got an array of {len(events)}")
             request.as_candidates = True
             payload, _ = element_features(events)
-        x = np.asarray(payload)
+        x = np.array(payload, dtype=np.float32)  # always a copy: the caller may reuse its buffer after submit
         n_features = self.card.inputs[0].shape[-1]
         if x.ndim != 2 or (isinstance(n_features, int) and x.shape[1] != n_features):
             raise ValueError(f"tensor {self.card.inputs[0].name!r}: one event must be [n, {n_features}], got shape {x.shape}")
-        x = x.astype(np.float32, copy=False)
         _check_finite(x, np.array([0, len(x)]), self.card.inputs[0].feature_names, 0)
         request.payload = x
         return self._pad_size(len(x), self.buckets) if len(x) else 0

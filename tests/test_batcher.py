@@ -150,3 +150,32 @@ def test_submit_awkward_event_returns_its_candidates():
         np.testing.assert_allclose(ak.to_numpy(ak.flatten(got[i].pt)), ak.to_numpy(expected[i].pt), rtol=1e-4, atol=1e-4)
     assert ak.to_list(got_record.cls) == ak.to_list(expected[2:3].cls)
     sess.close()
+
+
+def test_submit_copies_the_callers_buffer():
+    """A caller that overwrites its array after submit still gets the result of what it submitted.
+
+    ``max_batch=2`` with a long ``max_delay``: the worker waits for the second request, so the first buffer is
+    overwritten before the batch runs."""
+    sess = Session.load("mlpf-gnnlsh")
+    sess.start_batcher(max_batch=2, max_delay=600.0)
+    x, off = _features([30, 30], seed=11)
+    buffer = x[off[0] : off[1]].copy()
+    expected = sess.run_elements(buffer, np.array([0, len(buffer)]))
+    first = sess.submit(buffer)
+    buffer[:] = x[off[1] : off[2]]  # reuse the buffer for the next event
+    second = sess.submit(buffer)
+    for name, value in expected.items():
+        np.testing.assert_allclose(first.result()[name], value, atol=1e-4, rtol=1e-4, err_msg=name)
+    assert not np.allclose(first.result()["regression"], second.result()["regression"])
+    sess.close()
+
+    flash = Session.load("flashsim-track")
+    flash.start_batcher(max_batch=2, max_delay=600.0)
+    context = np.random.default_rng(12).normal(size=(20, flash.card.inputs[0].shape[-1])).astype(np.float32)
+    reference = flash.sample(context.copy(), seed=3)
+    first = flash.submit(context, seed=3)
+    context *= 10.0
+    flash.submit(context, seed=4)
+    np.testing.assert_allclose(first.result()["sample"], reference["sample"], atol=1e-4, rtol=1e-4)
+    flash.close()
