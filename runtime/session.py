@@ -31,6 +31,7 @@ from hepzoo.export.card import CARD, ModelCard, load_card
 
 from .backends import Backend, create_backend
 from .batcher import DynamicBatcher
+from .checks import check_elements, check_track_charges
 
 __all__ = ["Session", "resolve_release_dir"]
 
@@ -93,20 +94,6 @@ class _Request:
     payload: Any
     seed: int | None
     as_candidates: bool = False
-
-
-def _check_finite(rows: np.ndarray, offsets: np.ndarray, feature_names: Sequence[str] | None, first_event: int) -> None:
-    """Refuse NaN/inf inputs, naming the first bad event (``first_event`` + index) and feature."""
-    bad = ~np.isfinite(rows)
-    if not bad.any():
-        return
-    row, column = (int(i) for i in np.argwhere(bad)[0])
-    event = int(np.searchsorted(offsets, row, side="right") - 1)
-    feature = feature_names[column] if feature_names and column < len(feature_names) else f"#{column}"
-    raise ValueError(
-        f"event {first_event + event}: element {row - int(offsets[event])} has a non-finite value "
-        f"{rows[row, column]} in feature {feature!r} ({int(bad.sum())} non-finite values in this input)"
-    )
 
 
 class Session:
@@ -207,8 +194,9 @@ class Session:
         Output row ``i`` belongs to input row ``offsets[0] + i`` (so ``N = offsets[-1] - offsets[0]``).
         Events are grouped by size bucket, padded, run ``batch_size`` events at a time, and unpadded;
         an event above the largest bucket runs alone, padded to the next multiple of the granularity.
-        An event with no elements gets no rows (and costs nothing). NaN/inf features are refused with an error
-        naming the event (``first_event`` + its index) and the feature.
+        An event with no elements gets no rows (and costs nothing). NaN/inf, absurd and negative pT/energy
+        features are refused (:func:`hepzoo.runtime.checks.check_elements`) with an error naming the event
+        (``first_event`` + its index), the element and the feature.
         """
         self._require_family("mlpf", "run_elements")
         if batch_size < 1:
@@ -224,7 +212,7 @@ class Session:
             raise ValueError(f"offsets must be a non-decreasing 1-D array within [0, {len(features)}]")
         counts = np.diff(off)
         n_rows = int(off[-1] - off[0])
-        _check_finite(features[off[0] : off[-1]], off - off[0], self.card.inputs[0].feature_names, first_event)
+        check_elements(features[off[0] : off[-1]], off - off[0], self.card.inputs[0].feature_names, first_event)
         feat_name, mask_name = self._element_io()
 
         groups: list[tuple[int, np.ndarray]] = []  # (pad size, event indices)
@@ -272,6 +260,7 @@ class Session:
         from hepzoo.datasets.loader import element_features
 
         features, offsets = element_features(events)
+        check_track_charges(features, offsets, self.card.inputs[0].feature_names, first_entry)
         out = self.run_elements(features, offsets, first_event=first_entry, **kwargs)
         return self.candidates(out, offsets, probabilities=probabilities, keep_empty=keep_empty)
 
@@ -483,12 +472,13 @@ class Session:
             if len(events) != 1:
                 raise ValueError(f"submit takes one event, got an array of {len(events)}")
             request.as_candidates = True
-            payload, _ = element_features(events)
+            payload, offsets = element_features(events)
+            check_track_charges(payload, offsets, self.card.inputs[0].feature_names, 0)
         x = np.array(payload, dtype=np.float32)  # always a copy: the caller may reuse its buffer after submit
         n_features = self.card.inputs[0].shape[-1]
         if x.ndim != 2 or (isinstance(n_features, int) and x.shape[1] != n_features):
             raise ValueError(f"tensor {self.card.inputs[0].name!r}: one event must be [n, {n_features}], got shape {x.shape}")
-        _check_finite(x, np.array([0, len(x)]), self.card.inputs[0].feature_names, 0)
+        check_elements(x, np.array([0, len(x)]), self.card.inputs[0].feature_names, 0)
         request.payload = x
         return self._pad_size(len(x), self.buckets) if len(x) else 0
 

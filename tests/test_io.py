@@ -294,7 +294,8 @@ def test_inconsistent_counters(tmp_path):
 # ---- Delphes mapping ----------------------------------------------------------------------------------
 
 
-def _delphes_file(path, n=6, seed=7, drop=()):
+def _delphes_file(path, n=6, seed=7, drop=(), physical=False):
+    """``physical``: momenta/energies >= 0 and track charges ±1 (what a model may run on)."""
     rng = np.random.default_rng(seed)
     cp, ct, cw = (rng.integers(0, 7, n) for _ in range(3))
     cp[0] = 0
@@ -316,6 +317,11 @@ def _delphes_file(path, n=6, seed=7, drop=()):
     track = {k: f4(ct) for k in ("PT", "Eta", "Phi", "P", "EtaOuter", "PhiOuter", "D0", "DZ")}
     track["Charge"] = i4(ct, -1, 2)
     tower = {k: f4(cw) for k in ("ET", "E", "Phi")}
+    if physical:
+        for coll, fields in ((particle, ("PT", "E")), (track, ("PT", "P")), (tower, ("ET", "E"))):
+            for name in fields:
+                coll[name] = abs(coll[name])
+        track["Charge"] = jag(ct, rng.choice(np.array([-1, 1], np.int32), ct.sum()))
     tower["Eta"] = jag(cw, rng.uniform(-5, 5, cw.sum()).astype(np.float32))
     tower["Eem"] = jag(cw, rng.uniform(0, 10, cw.sum()).astype(np.float32))
     tower["Ehad"] = jag(cw, rng.uniform(0, 10, cw.sum()).astype(np.float32))

@@ -177,7 +177,7 @@ def test_delphes_layout_input_single_process_and_dask(tmp_path):
     from hepzoo.datasets.mapping import DELPHES_MAPPING
 
     source = tmp_path / "delphes.root"
-    _delphes_file(source, n=6, seed=3)
+    _delphes_file(source, n=6, seed=3, physical=True)
     sess = Session.load("mlpf-gnnlsh")
     run_files(sess, str(source), tmp_path / "local", mapping=DELPHES_MAPPING)
     run_files_dask(sess, str(source), tmp_path / "dask", n_workers=1, mapping=DELPHES_MAPPING)
