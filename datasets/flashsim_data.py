@@ -349,7 +349,8 @@ def reconstruct(kind: str, context: np.ndarray, target: np.ndarray) -> dict[str,
         dtypes = {"charge": np.int32}
     else:
         raise ValueError(f"unknown flash-sim kind {kind!r}; choose one of {sorted(KINDS)}")
-    return {k: v.astype(dtypes.get(k, np.float32)) for k, v in columns.items()}
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow gives inf: the runtime refuses it, no warning
+        return {k: v.astype(dtypes.get(k, np.float32)) for k, v in columns.items()}
 
 
 KINDS: dict[str, tuple[Callable[[ak.Array], dict[str, np.ndarray]], tuple[str, ...]]] = {

@@ -89,3 +89,68 @@ def check_track_charges(rows: np.ndarray, offsets: np.ndarray, feature_names: Se
     bad = (rows[:, type_col] == float(ElementType.TRACK)) & ~np.isin(rows[:, charge_col], TRACK_CHARGES)
     if bad.any():
         _refuse(rows, offsets, names, first_event, bad, charge_col, "a track charge must be -1 or +1")
+
+
+# ---- generator objects (flash-sim inputs) and outputs ---------------------------------------------------------
+
+NON_NEGATIVE_FIELDS = ("pt", "e")
+
+
+def _first_bad(events_counts: np.ndarray, flat_index: int) -> tuple[int, int]:
+    """(event, index within the event) of a flat row."""
+    offsets = np.concatenate([[0], np.cumsum(events_counts)])
+    event = int(np.searchsorted(offsets, flat_index, side="right") - 1)
+    return event, flat_index - int(offsets[event])
+
+
+def check_collections(events, prefixes: Sequence[str], first_entry: int) -> None:
+    """Refuse non-finite, absurd (``|x| > MAX_ABS_VALUE``) and negative pT/energy values in the float fields of
+    the schema collections ``prefixes`` of ``events`` (awkward), *all* objects, before any selection cut.
+
+    The error names the event (``first_entry`` + its index), the branch (``<prefix>_<field>``) and the object."""
+    import awkward as ak
+
+    from hepzoo.datasets.schema import COLLECTIONS
+
+    for prefix in prefixes:
+        if prefix not in events.fields:
+            continue
+        coll = events[prefix]
+        counts = None
+        for field in COLLECTIONS[prefix].fields:
+            if np.dtype(field.dtype).kind != "f" or field.name not in coll.fields:
+                continue
+            values = ak.to_numpy(ak.flatten(coll[field.name], axis=1))
+            finite = np.isfinite(values)
+            rules = ((~finite, "not a finite value"),
+                     (finite & (np.abs(values) > MAX_ABS_VALUE), f"|value| above {MAX_ABS_VALUE:g}, not a physical value"))
+            if field.name in NON_NEGATIVE_FIELDS:
+                rules += ((values < 0, "negative, must be >= 0"),)
+            for bad, reason in rules:
+                if bad.any():
+                    counts = np.asarray(ak.num(coll, axis=1)) if counts is None else counts
+                    event, k = _first_bad(counts, int(np.flatnonzero(bad)[0]))
+                    raise ValueError(
+                        f"event {first_entry + event}: {COLLECTIONS[prefix].branch(field.name)} of object {k} is "
+                        f"{values[bad][0]:g}: {reason} ({int(bad.sum())} such values in this input)"
+                    )
+
+
+def check_outputs(objects, first_entry: int, what: str) -> None:
+    """Refuse to hand out (or write) reconstructed objects with a non-finite float field; ``what`` names them."""
+    import awkward as ak
+
+    for name in objects.fields:
+        values = ak.to_numpy(ak.flatten(objects[name], axis=None))
+        if values.dtype.kind != "f" or np.isfinite(values).all():
+            continue
+        if objects[name].ndim != 2:  # e.g. cls_prob [n_classes] per object: name the first bad row's object
+            values = ak.to_numpy(ak.flatten(ak.all(np.isfinite(objects[name]), axis=-1), axis=1))
+            bad = ~values
+        else:
+            bad = ~np.isfinite(values)
+        event, k = _first_bad(np.asarray(ak.num(objects, axis=1)), int(np.flatnonzero(bad)[0]))
+        raise ValueError(
+            f"event {first_entry + event}: output {what} object {k} has a non-finite {name} "
+            f"({int(bad.sum())} such objects in this chunk): not written"
+        )

@@ -31,7 +31,7 @@ from hepzoo.export.card import CARD, ModelCard, load_card
 
 from .backends import Backend, create_backend
 from .batcher import DynamicBatcher
-from .checks import check_elements, check_track_charges
+from .checks import check_collections, check_elements, check_outputs, check_track_charges
 
 __all__ = ["Session", "resolve_release_dir"]
 
@@ -252,7 +252,9 @@ class Session:
         if self.card.family == "flashsim":
             if seed is None:
                 raise ValueError(f"{self.name} is generative: pass seed= (it is recorded with the outputs)")
-            return self.flash_objects(events, seed, first_entry=first_entry, **kwargs)
+            objects = self.flash_objects(events, seed, first_entry=first_entry, **kwargs)
+            check_outputs(objects, first_entry, self.name)
+            return objects
         if seed is not None:
             raise ValueError(f"seed= is for generative (flash-sim) models; {self.name} is deterministic")
         probabilities = kwargs.pop("probabilities", False)
@@ -262,7 +264,9 @@ class Session:
         features, offsets = element_features(events)
         check_track_charges(features, offsets, self.card.inputs[0].feature_names, first_entry)
         out = self.run_elements(features, offsets, first_event=first_entry, **kwargs)
-        return self.candidates(out, offsets, probabilities=probabilities, keep_empty=keep_empty)
+        candidates = self.candidates(out, offsets, probabilities=probabilities, keep_empty=keep_empty)
+        check_outputs(candidates, first_entry, self.name)
+        return candidates
 
     @staticmethod
     def candidates(
@@ -389,9 +393,12 @@ class Session:
 
     def flash_objects(self, events: ak.Array, seed: int, first_entry: int = 0) -> ak.Array:
         """Generator objects of ``events`` -> per-event lists of flash-reconstructed objects (matched only),
-        in physical units, with their ``efficiency``; see :func:`hepzoo.datasets.flashsim_data.reconstruct`."""
-        from hepzoo.datasets.flashsim_data import KINDS, reconstruct
+        in physical units, with their ``efficiency``; see :func:`hepzoo.datasets.flashsim_data.reconstruct`.
+        Every generator object is checked (finite, physical; :func:`hepzoo.runtime.checks.check_collections`)
+        before the table's selection cuts, so a bad object is an error, never a silently dropped one."""
+        from hepzoo.datasets.flashsim_data import CONTEXT_COLLECTIONS, KINDS, reconstruct
 
+        check_collections(events, CONTEXT_COLLECTIONS[self.flash_kind], first_entry)  # before any selection cut
         table_of, _ = KINDS[self.flash_kind]
         table = table_of(events)
         result = self.sample_events(table["context"], table["event_index"], len(events), seed, first_entry)

@@ -79,3 +79,101 @@ def test_run_file_names_file_entries_event_element_feature(mlpf, tmp_path):
     with pytest.raises(ValueError, match=r"negative\.root: entries 2-3: event 3: element 0 \(track\) has pt = -2: negative"):
         mlpf.run_file(path, out / "o.root", step_size=2)
     assert list(out.iterdir()) == []
+
+
+# ---- flash-sim: generator objects checked before the selection cuts; outputs checked before writing ----------
+
+
+def _gen_events(n_events: int = 6, seed: int = 0) -> ak.Array:
+    """Generator-level events (``gen`` + ``genjet``): plausible particles and jets that pass the jet cuts."""
+    rng = np.random.default_rng(seed)
+    evs = []
+    for i in range(n_events):
+        ev = {"event_id": i, "process": 1, "n_pileup": 0, "weight": 1.0, "seed": seed}
+        ng, nj = 12, 3
+        pt = rng.exponential(10.0, ng) + 0.5
+        eta = rng.uniform(-2.4, 2.4, ng)
+        gen = {"pid": rng.choice([211, -211, 22, 130, 11], ng), "charge": rng.choice([-1, 0, 1], ng), "pt": pt,
+               "eta": eta, "phi": rng.uniform(-np.pi, np.pi, ng), "e": pt * np.cosh(eta), "m": np.full(ng, 0.14),
+               "vx": np.zeros(ng), "vy": np.zeros(ng), "vz": rng.normal(0, 30, ng), "is_pu": np.zeros(ng, bool),
+               "elem_idx": np.full(ng, -1)}
+        jet = {"pt": rng.uniform(20, 200, nj), "eta": rng.uniform(-2, 2, nj), "phi": rng.uniform(-np.pi, np.pi, nj),
+               "m": rng.uniform(2, 20, nj), "n_const": rng.integers(2, 30, nj)}
+        for prefix, values in (("gen", gen), ("genjet", jet)):
+            coll = schema.COLLECTIONS[prefix]
+            for f in coll.fields:
+                ev[coll.branch(f.name)] = np.asarray(values[f.name]).astype(np.dtype(f.dtype))
+        evs.append(ev)
+    return io.events_to_awkward(evs)
+
+
+def _set(events: ak.Array, prefix: str, field: str, event: int, k: int, value) -> ak.Array:
+    coll = events[prefix]
+    counts = ak.num(coll, axis=1)
+    flat = ak.to_numpy(ak.flatten(coll[field])).copy()
+    flat[int(ak.sum(counts[:event])) + k] = value
+    return ak.with_field(events, ak.with_field(coll, ak.unflatten(flat, counts), field), prefix)
+
+
+@pytest.fixture(scope="module")
+def flashjet():
+    return Session.load("flashsim-jet")
+
+
+@pytest.mark.parametrize(
+    "prefix, field, value, shown",
+    [("genjet", "pt", np.nan, "nan"), ("genjet", "pt", -30.0, "-30"), ("genjet", "eta", -np.inf, "-inf"),
+     ("genjet", "pt", 3e38, "3e+38"), ("gen", "e", np.nan, "nan"), ("gen", "pt", -1.0, "-1")],
+)
+def test_flashsim_bad_generator_object_is_an_error_not_a_dropped_jet(flashjet, prefix, field, value, shown):
+    events = _gen_events()
+    good = flashjet.run(events, seed=1)
+    assert len(good) == len(events)
+    bad = _set(events, prefix, field, 4, 1, value)
+    with pytest.raises(ValueError, match=rf"event 14: {prefix}_{field} of object 1 is {re_escape(shown)}: "):
+        flashjet.run(bad, seed=1, first_entry=10)
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_flashsim_run_file_refuses_bad_generator_jet_and_writes_nothing(flashjet, tmp_path):
+    path = tmp_path / "gen.root"
+    with io.EventWriter(path) as writer:
+        writer.write(_set(_gen_events(), "genjet", "pt", 3, 0, np.nan))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError, match=r"gen\.root: entries 2-3: event 3: genjet_pt of object 0 is nan: not a finite"):
+        flashjet.run_file(path, out / "jets.root", seed=1, step_size=2)
+    assert list(out.iterdir()) == []
+
+
+def test_non_finite_output_is_an_error_not_written(flashjet, tmp_path, monkeypatch):
+    """A model output that decodes to pT = inf (here: a backend returning a huge pT response) is refused."""
+    path = tmp_path / "gen.root"
+    with io.EventWriter(path) as writer:
+        writer.write(_gen_events())
+    run = flashjet.backend.run
+
+    def huge_response(inputs):
+        result = dict(run(inputs))
+        result["sample"] = result["sample"].copy()
+        result["sample"][:, 0] = 3e38  # JetTarget.PT_RESPONSE: gen pT x 3e38 overflows float32
+        return result
+
+    monkeypatch.setattr(flashjet.backend, "run", huge_response)
+    with pytest.raises(ValueError, match=r"gen\.root: entries 0-5: event \d: output flashsim-jet object \d has a non-finite pt"):
+        flashjet.run_file(path, tmp_path / "jets.root", seed=1)
+    assert not (tmp_path / "jets.root").exists() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_check_outputs_names_event_object_and_field():
+    from hepzoo.runtime.checks import check_outputs
+
+    objects = ak.zip({"pt": ak.Array([[1.0], [], [2.0, np.inf]]), "n": ak.Array([[1], [], [2, 3]])})
+    with pytest.raises(ValueError, match=r"event 7: output x object 1 has a non-finite pt \(1 such objects"):
+        check_outputs(objects, 5, "x")
+    check_outputs(objects[:2], 5, "x")
