@@ -210,11 +210,14 @@ def run_model(
     """
     import time
 
+    from hepzoo.runtime.runfile import check_run_options
+
+    check_run_options(seed, step_size, names=("--seed", "--step-size"))  # as arguments: before anything is read
+    if scheduler is not None and not dask:
+        raise ValueError("--scheduler is only used with --dask")
     from hepzoo.runtime import Session
     from hepzoo.runtime.runfile import run_files, run_files_dask
 
-    if scheduler is not None and not dask:
-        raise ValueError("--scheduler is only used with --dask")
     session = Session.load(name, version=version, backend=backend, intra_op_threads=threads)
     typer.echo(f"{session.name} {session.version} on backend {session.backend_name}")
     started = time.perf_counter()

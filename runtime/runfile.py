@@ -70,6 +70,37 @@ def input_collections(session: Session) -> tuple[str, ...]:
     return CONTEXT_COLLECTIONS[session.flash_kind]
 
 
+MAX_SEED = 2**63 - 1  # the seed is written as an int64 branch
+
+
+def check_run_options(seed: Any, step_size: Any, names: tuple[str, str] = ("seed", "step_size")) -> None:
+    """Validate the run arguments as arguments (before any file is read or folder made); ``names``: how the
+    caller calls them in its messages (the CLI passes its option names)."""
+    seed_name, step_name = names
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"{seed_name} {seed}: must be an integer from 0 to {MAX_SEED} (stored as int64)")
+    if not isinstance(step_size, str) and (
+        isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1
+    ):
+        raise ValueError(f"{step_name} {step_size}: must be a positive number of events per chunk")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
+def _refuse_input_as_output(inputs: Sequence[Path], output: Path) -> None:
+    for path in inputs:
+        if _same_file(path, output):
+            raise ValueError(
+                f"output {output} is the input file {path}: an input is never overwritten (not even with "
+                "--overwrite); choose another output"
+            )
+
+
 def output_path_for(input_path: Path, output: Path, model_name: str, several_inputs: bool) -> Path:
     """``output`` is a ``.root`` file (one input only) or a folder (``<input stem>.<model>.root`` inside)."""
     if output.suffix == ".root" and not output.is_dir():
@@ -173,7 +204,9 @@ def run_file(
     the number of events read. Errors name the input file and the entries of the failing chunk.
     """
     started = time.perf_counter()
+    check_run_options(seed, step_size)
     input_path, output = Path(input_path), Path(output)
+    _refuse_input_as_output([input_path], output)
     generative = session.card.family == "flashsim"
     if generative and seed is None:
         raise ValueError(f"{session.name} is generative: give a seed (it is recorded in the output)")
@@ -226,19 +259,32 @@ def run_file(
     return FileResult(str(input_path), str(output), n_events, n_objects, False, time.perf_counter() - started)
 
 
-def _plan(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, model: str) -> list[tuple[Path, Path]]:
+def _plan(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, session: Session,
+    mapping: BranchMapping | None,
+) -> tuple[list[tuple[Path, Path]], int]:
+    """(input, output) pairs and the total number of events. Every input is validated (metadata of the
+    collections the model reads, first entry) and no output is an input, before the output folder is made."""
     files = io.expand_paths(inputs)
     if not files:
         raise FileNotFoundError(f"no input files match {inputs!r}")
     output = Path(output)
-    pairs = [(f, output_path_for(f, output, model, len(files) > 1)) for f in files]
+    pairs = [(f, output_path_for(f, output, session.name, len(files) > 1)) for f in files]
     outs = [o for _, o in pairs]
     clash = {o for o in outs if outs.count(o) > 1}
     if clash:
         raise ValueError(f"several inputs would write the same output {sorted(map(str, clash))}: rename the inputs")
+    for o in outs:
+        _refuse_input_as_output(files, o)
+    total = 0
+    for f in files:
+        total += io.num_entries(f, mapping=mapping)
+        chunks = io.iterate_events(f, step_size=1, collections=input_collections(session), mapping=mapping)
+        next(iter(chunks), None)
+        chunks.close()
     if output.suffix != ".root" and not output.exists():
         output.mkdir(parents=True)
-    return pairs
+    return pairs, total
 
 
 def run_files(
@@ -253,8 +299,8 @@ def run_files(
     show_progress: bool = False,
 ) -> list[FileResult]:
     """Run over every file matching ``inputs`` (paths or globs), one output per input (see :func:`output_path_for`)."""
-    pairs = _plan(inputs, output, session.name)
-    total = sum(io.num_entries(f, mapping=mapping) for f, _ in pairs)
+    check_run_options(seed, step_size)
+    pairs, total = _plan(inputs, output, session, mapping)
     from tqdm import tqdm
 
     results = []
@@ -294,7 +340,8 @@ def run_files_dask(
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
-    pairs = _plan(inputs, output, session.name)
+    check_run_options(seed, step_size)
+    pairs, _ = _plan(inputs, output, session, mapping)
     options = {"seed": seed, "step_size": step_size, "overwrite": overwrite, "mapping": mapping}  # cloudpickled
     cluster = None
     if scheduler is None:

@@ -177,3 +177,67 @@ def test_check_outputs_names_event_object_and_field():
     with pytest.raises(ValueError, match=r"event 7: output x object 1 has a non-finite pt \(1 such objects"):
         check_outputs(objects, 5, "x")
     check_outputs(objects[:2], 5, "x")
+
+
+# ---- hepzoo run: arguments checked as arguments; no output folder before the inputs pass; inputs never overwritten
+
+
+def _invoke(args):
+    from typer.testing import CliRunner
+
+    from hepzoo.cli import app
+
+    return CliRunner().invoke(app, ["run", *args, "--no-progress"])
+
+
+def _one_line_error(result, alone: bool = True) -> str:
+    """The error line (the last line; ``alone``: nothing was printed before it, not even the model line)."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and lines and lines[-1].startswith("error: "), result.output
+    assert "Traceback" not in result.output and sum(line.startswith("error") for line in lines) == 1, result.output
+    assert len(lines) == 1 or (not alone and len(lines) == 2 and " on backend " in lines[0]), result.output
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--seed", "99999999999999999999999", "--seed 99999999999999999999999: must be an integer from 0 to"),
+     ("--seed", "-1", "--seed -1: must be an integer from 0 to"),
+     ("--step-size", "0", "--step-size 0: must be a positive number of events"),
+     ("--step-size", "-5", "--step-size -5: must be a positive number of events")],
+)
+def test_cli_bad_arguments_name_the_option_before_anything_is_made(tmp_path, option, value, message):
+    source = tmp_path / "gen.root"
+    with io.EventWriter(source) as writer:
+        writer.write(_gen_events())
+    args = ["flashsim-jet", "-i", str(source), "-o", str(tmp_path / "out"), "--seed", "1", option, value]
+    line = _one_line_error(_invoke(args))
+    assert message in line and "gen.root" not in line and "truncated" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_output_folder_before_the_inputs_pass(tmp_path):
+    truncated = tmp_path / "truncated.root"
+    with io.EventWriter(tmp_path / "good.root") as writer:
+        writer.write(_events([2, 3], [1, 2], seed=1))
+    truncated.write_bytes((tmp_path / "good.root").read_bytes()[:-300])
+    gen_only = tmp_path / "gen_only.root"
+    with io.EventWriter(gen_only) as writer:
+        writer.write(_gen_events())
+    for source in (truncated, gen_only, tmp_path / "missing.root"):  # corrupt; no trk/clu for MLPF; absent
+        line = _one_line_error(_invoke(["mlpf-gnnlsh", "-i", str(source), "-o", str(tmp_path / "out")]), alone=False)
+        assert source.name in line
+        assert not (tmp_path / "out").exists(), line
+
+
+def test_output_equal_to_input_is_refused_even_with_overwrite(tmp_path):
+    source = tmp_path / "events.root"
+    with io.EventWriter(source) as writer:
+        writer.write(_events([2, 3], [1, 2], seed=1))
+    before = source.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        line = _one_line_error(_invoke(["mlpf-gnnlsh", "-i", str(source), "-o", str(source), *extra]), alone=False)
+        assert "is the input file" in line and "never overwritten" in line
+    with pytest.raises(ValueError, match="never overwritten"):
+        Session.load("mlpf-gnnlsh").run_file(source, tmp_path / "." / "events.root", overwrite=True)
+    assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["events.root"]
