@@ -210,26 +210,26 @@ def run_model(
     """
     import time
 
-    from hepzoo.runtime.runfile import check_run_options
+    from hepzoo.runtime.runfile import check_run_options, terminate_on_signals
 
     check_run_options(seed, step_size, names=("--seed", "--step-size"))  # as arguments: before anything is read
     if scheduler is not None and not dask:
         raise ValueError("--scheduler is only used with --dask")
+    from hepzoo.datasets.mapping import DELPHES_MAPPING
     from hepzoo.runtime import Session
     from hepzoo.runtime.runfile import run_files, run_files_dask
 
-    session = Session.load(name, version=version, backend=backend, intra_op_threads=threads)
-    typer.echo(f"{session.name} {session.version} on backend {session.backend_name}")
-    started = time.perf_counter()
-    from hepzoo.datasets.mapping import DELPHES_MAPPING
-
     mapping = DELPHES_MAPPING if delphes else None
-    if dask:
-        results = run_files_dask(session, input_, output, scheduler=scheduler, n_workers=workers, seed=seed,
-                                 step_size=step_size, overwrite=overwrite, mapping=mapping, show_progress=progress)
-    else:
-        results = run_files(session, input_, output, seed=seed, step_size=step_size, overwrite=overwrite,
-                            mapping=mapping, show_progress=progress)
+    with terminate_on_signals():  # SIGTERM/SIGHUP: the temporary output is removed, one line, exit 128 + signal
+        session = Session.load(name, version=version, backend=backend, intra_op_threads=threads)
+        typer.echo(f"{session.name} {session.version} on backend {session.backend_name}")
+        started = time.perf_counter()
+        if dask:
+            results = run_files_dask(session, input_, output, scheduler=scheduler, n_workers=workers, seed=seed,
+                                     step_size=step_size, overwrite=overwrite, mapping=mapping, show_progress=progress)
+        else:
+            results = run_files(session, input_, output, seed=seed, step_size=step_size, overwrite=overwrite,
+                                mapping=mapping, show_progress=progress)
     elapsed = time.perf_counter() - started
     done = [r for r in results if not r.skipped]
     n_events = sum(r.n_events for r in done)

@@ -11,15 +11,20 @@ identifiers the input has (``event_id``, ``process``, ``n_pileup``, ``weight``, 
   output does not depend on the chunk size or on how files are split across workers.
 
 Output files are written to a temporary name and renamed when complete, so a failed or interrupted run never
-leaves a half-written output. The JSON string ``hepzoo_run`` inside the output records the model (name,
-version, onnx sha256), backend, seed and the input's size/mtime/entries; a re-run skips outputs whose record
-matches (resumable) and refuses to replace one that does not unless ``overwrite``.
+leaves a half-written output; temporaries of killed runs (named with their host and pid, see
+:mod:`hepzoo.atomic`) are removed by the next run into the same folder. The JSON string ``hepzoo_run`` inside
+the output records the model (name, version, onnx sha256), backend, seed and the input's size/mtime/entries; a
+re-run skips outputs whose record matches (resumable) and refuses to replace one that does not unless
+``overwrite``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -30,7 +35,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from hepzoo.atomic import temporary_path
+from hepzoo.atomic import remove_stale_temporaries, temporary_path
 from hepzoo.datasets import io, schema
 from hepzoo.datasets.mapping import BranchMapping
 
@@ -83,6 +88,32 @@ def check_run_options(seed: Any, step_size: Any, names: tuple[str, str] = ("seed
         isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1
     ):
         raise ValueError(f"{step_name} {step_size}: must be a positive number of events per chunk")
+
+
+_ACTIVE_TEMPORARIES: set[Path] = set()  # temporary outputs being written by this process
+
+
+@contextlib.contextmanager
+def terminate_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)):
+    """Within the block, SIGTERM and SIGHUP (what batch systems send) remove the temporary outputs being
+    written, print one line and exit with 128 + the signal number (no unwinding that a finalizer could swallow)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for tmp in list(_ACTIVE_TEMPORARIES):
+            tmp.unlink(missing_ok=True)
+        message = f"error: terminated by {signal.Signals(signum).name}: stopped, no partial output left\n"
+        os.write(2, message.encode())  # unbuffered: the interrupted code may be inside a buffered write
+        os._exit(128 + signum)
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -164,8 +195,17 @@ class _AtomicTree:
             raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
         self.path = path
         self.tmp = temporary_path(path)
-        self.file = uproot.recreate(self.tmp)
+        _ACTIVE_TEMPORARIES.add(self.tmp)  # before it exists: a SIGTERM handler removes it (terminate_on_signals)
+        try:
+            self.file = uproot.recreate(self.tmp)
+        except BaseException:
+            self._forget()
+            raise
         self.tree = None
+
+    def _forget(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+        _ACTIVE_TEMPORARIES.discard(self.tmp)
 
     def extend(self, arrays: dict[str, Any]) -> None:
         if self.tree is None:
@@ -179,12 +219,15 @@ class _AtomicTree:
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(self.tmp, self.path)
+        _ACTIVE_TEMPORARIES.discard(self.tmp)
 
     def abort(self) -> None:
         try:
             self.file.close()
+        except Exception:  # noqa: BLE001 - the half-written file is removed anyway; the original error matters
+            pass
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self._forget()
 
 
 def run_file(
@@ -227,6 +270,7 @@ def run_file(
             )
 
     collection = output_collection(session)
+    remove_stale_temporaries(output.parent)  # left by killed runs (their writer process is gone)
     writer = _AtomicTree(output)
     n_events = n_objects = 0
     try:
