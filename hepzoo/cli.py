@@ -24,10 +24,16 @@ def _clear_errors(func):
         try:
             return func(*args, **kwargs)
         except (FileNotFoundError, ValueError, RuntimeError, OSError) as error:
-            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            typer.secho(f"error: {one_line(error)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
 
     return wrapper
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (uproot's and others' multi-line messages are joined with spaces)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
 
 
 @app.command()

@@ -241,3 +241,26 @@ def test_output_equal_to_input_is_refused_even_with_overwrite(tmp_path):
     with pytest.raises(ValueError, match="never overwritten"):
         Session.load("mlpf-gnnlsh").run_file(source, tmp_path / "." / "events.root", overwrite=True)
     assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["events.root"]
+
+
+def test_cli_error_printer_collapses_multi_line_messages():
+    """uproot's errors span several lines (file path, object path, hints); the CLI prints one line."""
+    import typer
+    from typer.testing import CliRunner
+
+    from hepzoo.cli import _clear_errors
+
+    app = typer.Typer()
+
+    @app.command()
+    @_clear_errors
+    def fail(kind: str) -> None:
+        if kind == "multi":
+            raise ValueError("not found: 'events'\n    in file /data/x.root\n\n  in object /Delphes;1")
+        raise OSError()
+
+    multi = CliRunner().invoke(app, ["multi"])
+    assert multi.exit_code == 1
+    assert multi.output.splitlines() == ["error: not found: 'events' in file /data/x.root in object /Delphes;1"]
+    empty = CliRunner().invoke(app, ["empty"])
+    assert empty.exit_code == 1 and empty.output.splitlines() == ["error: OSError"]
