@@ -3,11 +3,16 @@
 Contract 3 of DESIGN.md. The card is the deployed artifact's description: interface (names, dtypes,
 symbolic shapes, feature names in order, read from the :class:`~hepzoo.models.registry.ModelSpec`), what
 the graph does before and after the network, noise inputs of generative models, size buckets, training
-provenance, the sha256 of ``model.onnx``, the export tolerance with the parity measured at export, and the
+provenance, the sha256 of ``model.onnx`` and of every other file a backend loads (``files``: the torch
+backend's ``config.yaml`` and ``weights.pt``), the per-event element limit (``max_elements``), the export tolerance with the parity measured at export, and the
 physics metrics of the release (with the thresholds CI enforces).
 
-Every model rejects unknown keys. ``load_card(path)`` also checks that the ``model.onnx`` next to the card
-has the sha256 the card records (pass ``verify_onnx=False`` to skip).
+Every model rejects unknown keys; a file named without its sha256 is refused. ``load_card(path)`` also checks
+that the ``model.onnx`` next to the card, and every other file the card names that is present, has the sha256
+the card records (pass ``verify_onnx=False`` to skip); a mismatch is an :class:`IntegrityError` on one line.
+A backend that loads a file checks it itself before loading (:func:`read_verified`): the torch backend refuses
+a card that records no hash for ``config.yaml`` or ``weights.pt`` (cards of releases exported before hashes
+covered them) and a ``weights.pt`` whose hash differs.
 """
 
 from __future__ import annotations
@@ -18,10 +23,16 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "CARD",
+    "ArtifactFile",
+    "IntegrityError",
+    "LOADED_FILES",
+    "MAX_ELEMENTS",
+    "artifact_files",
+    "default_max_elements",
     "ModelCard",
     "NoiseInput",
     "OnnxFile",
@@ -30,12 +41,20 @@ __all__ = [
     "TensorCard",
     "Tolerance",
     "load_card",
+    "read_verified",
+    "verify_files",
     "write_card",
 ]
 
 CARD = "card.json"
 SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_hex(value: str) -> str:
+    if not _SHA256.match(value):
+        raise ValueError(f"sha256 must be 64 lowercase hex digits, got {value!r}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -98,8 +117,27 @@ class OnnxFile(_Strict):
     @field_validator("sha256")
     @classmethod
     def _hex_digest(cls, value: str) -> str:
-        if not _SHA256.match(value):
-            raise ValueError(f"sha256 must be 64 lowercase hex digits, got {value!r}")
+        return _check_hex(value)
+
+
+class ArtifactFile(_Strict):
+    """A file of the release other than ``model.onnx`` that a backend loads (path relative to the release)."""
+
+    file: str
+    sha256: str
+    loaded_by: list[str] = []  # backend names that load it (documentation)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        return _check_hex(value)
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        parts = Path(value).parts
+        if not value or Path(value).is_absolute() or ".." in parts:
+            raise ValueError(f"file {value!r} must be a path inside the release folder")
         return value
 
 
@@ -124,15 +162,18 @@ class ModelCard(_Strict):
     noise_inputs: list[NoiseInput] = []
     element_granularity: int = Field(1, ge=1)
     size_buckets: list[int] = []  # element-count buckets (empty: batch axis only)
+    # most elements one event may have (None: no limit): set from the memory one event needs (e.g. NxN attention)
+    max_elements: int | None = Field(None, ge=1)
     provenance: Provenance
     onnx: OnnxFile
+    files: list[ArtifactFile] = []  # every other file a backend loads, with its sha256
     tolerance: Tolerance
     parity: list[ParityResult] = Field(min_length=1)
     metrics: dict[str, Any] = {}
     thresholds: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> ModelCard:
+    def _consistent(self) -> ModelCard:
         names = [t.name for t in (*self.inputs, *self.outputs)]
         if len(set(names)) != len(names):
             raise ValueError(f"tensor names are not unique: {names}")
@@ -149,37 +190,128 @@ class ModelCard(_Strict):
         for result in self.parity:
             if result.output not in outputs:
                 raise ValueError(f"parity result for unknown output {result.output!r}")
-        # with a folder in the validation context, the model.onnx there must be the one the card describes
-        folder = (info.context or {}).get("folder")
-        if folder is not None:
-            from hepzoo.export.zoo import sha256_of
-
-            onnx_path = Path(folder) / self.onnx.file
-            if not onnx_path.exists():
-                raise ValueError(f"{onnx_path} (described by the card) does not exist")
-            actual = sha256_of(onnx_path)
-            if actual != self.onnx.sha256:
-                raise ValueError(
-                    f"sha256 mismatch: the card records {self.onnx.sha256} but {onnx_path} has {actual}"
-                )
+        files = [self.onnx.file] + [f.file for f in self.files]
+        if len(set(files)) != len(files):
+            raise ValueError(f"files are named more than once: {files}")
+        if self.max_elements is not None and self.size_buckets and self.max_elements < self.size_buckets[-1]:
+            raise ValueError(f"max_elements {self.max_elements} is below the largest size bucket {self.size_buckets[-1]}")
         return self
+
+
+# files of a release loaded by a backend besides model.onnx (the torch backend rebuilds the registry model)
+LOADED_FILES: dict[str, tuple[str, ...]] = {"config.yaml": ("torch-cuda",), "weights.pt": ("torch-cuda",)}
+
+# most elements per event by registered model, chosen from memory: mlpf-transformer materialises N x N attention
+# scores per head (about 18 GB at 16 000 elements on ONNX Runtime CPU: 16384 is the most a 24 GB machine runs);
+# mlpf-gnnlsh attends within LSH bins and grows linearly (limit 131072). Cards without ``max_elements`` use this.
+MAX_ELEMENTS: dict[str, int] = {"mlpf-transformer": 16384, "mlpf-gnnlsh": 131072}
+
+
+def default_max_elements(model: str) -> int | None:
+    """The element limit of registered model ``model`` (None: no per-event limit)."""
+    return MAX_ELEMENTS.get(model)
+
+
+def artifact_files(folder: str | os.PathLike) -> list[ArtifactFile]:
+    """The card's ``files`` entries (sha256 of each) for the :data:`LOADED_FILES` present in ``folder``."""
+    from hepzoo.export.zoo import sha256_of
+
+    folder = Path(folder)
+    return [
+        ArtifactFile(file=name, sha256=sha256_of(folder / name), loaded_by=list(by))
+        for name, by in LOADED_FILES.items()
+        if (folder / name).is_file()
+    ]
+
+
+class IntegrityError(ValueError):
+    """A file of a release does not have the sha256 its card records (or the card records none)."""
+
+
+def _one_line(error: Exception) -> str:
+    """A pydantic ValidationError as ``loc: message; ...`` (no newlines, no documentation URL)."""
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        parts = []
+        for e in errors():
+            loc = ".".join(str(x) for x in e.get("loc", ())) or "card"
+            msg = str(e.get("msg", "")).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}")
+        return "; ".join(parts)
+    return " ".join(str(error).split())
+
+
+def _sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def recorded_sha256(card: ModelCard, file: str) -> str | None:
+    """The sha256 the card records for ``file`` (``model.onnx`` or one of ``files``); None if it names none."""
+    if file == card.onnx.file:
+        return card.onnx.sha256
+    return next((f.sha256 for f in card.files if f.file == file), None)
+
+
+def read_verified(card: ModelCard, folder: str | os.PathLike, file: str) -> bytes:
+    """The bytes of ``folder/file`` after checking them against the card's sha256 (read once: what is checked
+    is what the caller loads). :class:`IntegrityError` if the card records no hash or a different one."""
+    folder = Path(folder)
+    expected = recorded_sha256(card, file)
+    if expected is None:
+        raise IntegrityError(
+            f"{folder / CARD}: the card records no sha256 for {file} (exported before the card covered every loaded "
+            "file): re-card the release (hepzoo export) before loading it"
+        )
+    path = folder / file
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise IntegrityError(f"{folder / CARD}: {file!r} points outside the release folder {folder}")
+    data = path.read_bytes()
+    actual = _sha256_bytes(data)
+    if actual != expected:
+        raise IntegrityError(f"{folder / CARD}: sha256 mismatch: the card records {expected} but {path} has {actual}")
+    return data
+
+
+def verify_files(card: ModelCard, folder: str | os.PathLike) -> None:
+    """Check ``model.onnx`` (must exist) and every other file the card names that exists in ``folder``."""
+    from hepzoo.export.zoo import sha256_of
+
+    folder = Path(folder)
+    onnx_path = folder / card.onnx.file
+    if not onnx_path.exists():
+        raise IntegrityError(f"{folder / CARD}: {onnx_path} (described by the card) does not exist")
+    for name, expected in [(card.onnx.file, card.onnx.sha256)] + [(f.file, f.sha256) for f in card.files]:
+        path = folder / name
+        if name != card.onnx.file and not path.exists():
+            continue  # a deployed copy may hold only card.json and model.onnx; a backend needing it says so
+        actual = sha256_of(path)
+        if actual != expected:
+            raise IntegrityError(f"{folder / CARD}: sha256 mismatch: the card records {expected} but {path} has {actual}")
 
 
 def load_card(path: str | os.PathLike, verify_onnx: bool = True) -> ModelCard:
     """Read and validate ``card.json`` (a file, or the release folder holding it).
 
-    ``verify_onnx``: also check the sha256 of the ``model.onnx`` next to it. Raises
-    ``pydantic.ValidationError`` (a ``ValueError``) naming the file and the offending field.
+    ``verify_onnx``: also check the sha256 of the ``model.onnx`` next to it and of every other file the card
+    names that is present (:func:`verify_files`). Raises ``ValueError`` on one line naming the file and the
+    offending field (:class:`IntegrityError` for a hash mismatch).
     """
     path = Path(path)
     if path.is_dir():
         path = path / CARD
-    data = json.loads(path.read_text())
-    context = {"folder": path.parent} if verify_onnx else None
     try:
-        return ModelCard.model_validate(data, context=context)
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: invalid model card: not JSON: {error}") from None
+    try:
+        card = ModelCard.model_validate(data)
     except ValueError as error:
-        raise ValueError(f"{path}: invalid model card: {error}") from error
+        raise ValueError(f"{path}: invalid model card: {_one_line(error)}") from None
+    if verify_onnx:
+        verify_files(card, path.parent)
+    return card
 
 
 def write_card(card: ModelCard, path: str | os.PathLike) -> Path:

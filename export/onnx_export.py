@@ -30,6 +30,8 @@ from hepzoo.export.card import (
     Provenance,
     TensorCard,
     Tolerance,
+    artifact_files,
+    default_max_elements,
     write_card,
 )
 from hepzoo.export.zoo import Release, sha256_of
@@ -251,6 +253,8 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
                 export_date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             ),
             onnx=OnnxFile(file=ONNX, sha256=sha256_of(tmp_onnx), opset=graph_opset, torch_version=torch.__version__),
+            files=artifact_files(folder),
+            max_elements=default_max_elements(spec.name) if has_elements else None,
             tolerance=Tolerance(atol=atol, rtol=rtol),
             parity=parity,
             metrics=release.metrics,

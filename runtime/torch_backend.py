@@ -41,17 +41,40 @@ Signature = tuple[tuple[str, tuple[int, ...], str], ...]
 
 def load_release_model(folder: str | Path) -> tuple[torch.nn.Module, Any]:
     """``(model in eval mode on CPU, its ModelSpec)`` from a release folder (``config.yaml`` + ``weights.pt``,
-    loaded with ``weights_only=True``); :class:`BackendUnavailable` names what is missing."""
-    from hepzoo.export.zoo import CONFIG, WEIGHTS, Release
-    from hepzoo.models import get_spec
+    loaded with ``weights_only=True``); :class:`BackendUnavailable` names what is missing.
+
+    Both files are read once, checked against the sha256 the release's ``card.json`` records
+    (:func:`hepzoo.export.card.read_verified`), and loaded from the checked bytes: a card that records no hash
+    for them is refused (``BackendUnavailable``: ``auto`` uses a backend that loads ``model.onnx``), a file
+    whose hash differs is an :class:`~hepzoo.export.card.IntegrityError` (never a silent fallback).
+    """
+    import io
+
+    import yaml
+
+    from hepzoo.export.card import CARD, load_card, read_verified, recorded_sha256
+    from hepzoo.export.zoo import CONFIG, WEIGHTS
+    from hepzoo.models import create_model, get_spec
 
     folder = Path(folder)
     missing = [f for f in (CONFIG, WEIGHTS) if not (folder / f).is_file()]
     if missing:
         raise BackendUnavailable(f"{folder} has no {' or '.join(missing)}: the torch backend rebuilds the model from the release")
-    release = Release(folder.parent.name, folder.name, folder)
-    spec = get_spec(release.config["model"]["name"])
-    return release.build_model(), spec
+    if not (folder / CARD).is_file():
+        raise BackendUnavailable(f"{folder} has no {CARD}: nothing to check {CONFIG} and {WEIGHTS} against (hepzoo export)")
+    card = load_card(folder, verify_onnx=False)
+    unhashed = [f for f in (CONFIG, WEIGHTS) if recorded_sha256(card, f) is None]
+    if unhashed:
+        raise BackendUnavailable(
+            f"{folder / CARD} records no sha256 for {' and '.join(unhashed)}: the torch backend loads only files "
+            "the card covers (re-card the release with hepzoo export)"
+        )
+    config = yaml.safe_load(read_verified(card, folder, CONFIG).decode())
+    weights = torch.load(io.BytesIO(read_verified(card, folder, WEIGHTS)), map_location="cpu", weights_only=True)
+    spec = get_spec(config["model"]["name"])
+    model = create_model(config["model"]["name"], **config["model"].get("kwargs", {}))
+    model.load_state_dict(weights)
+    return model.eval(), spec
 
 
 def _next_pow2(n: int) -> int:
