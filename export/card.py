@@ -193,8 +193,6 @@ class ModelCard(_Strict):
         files = [self.onnx.file] + [f.file for f in self.files]
         if len(set(files)) != len(files):
             raise ValueError(f"files are named more than once: {files}")
-        if self.max_elements is not None and self.size_buckets and self.max_elements < self.size_buckets[-1]:
-            raise ValueError(f"max_elements {self.max_elements} is below the largest size bucket {self.size_buckets[-1]}")
         return self
 
 

@@ -73,6 +73,7 @@ class OnnxRuntimeCPUBackend(Backend):
         options.intra_op_num_threads = int(intra_op_threads)
         options.inter_op_num_threads = int(inter_op_threads)
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 4  # fatal only: failures are raised (one line through the session), not logged
         self.onnx_path = Path(onnx_path)
         self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self.session.get_inputs()]

@@ -39,6 +39,8 @@ from hepzoo.atomic import remove_stale_temporaries, temporary_path
 from hepzoo.datasets import io, schema
 from hepzoo.datasets.mapping import BranchMapping
 
+from .limits import EventTooLarge, check_file_sizes
+
 if TYPE_CHECKING:
     from .session import Session
 
@@ -283,7 +285,8 @@ def run_file(
                 else:
                     objects = session.run(chunk, first_entry=first)
             except ValueError as error:
-                raise ValueError(f"{input_path}: entries {first}-{first + len(chunk) - 1}: {error}") from error
+                kind = EventTooLarge if isinstance(error, EventTooLarge) else ValueError
+                raise kind(f"{input_path}: entries {first}-{first + len(chunk) - 1}: {error}") from error
             arrays: dict[str, Any] = _identifiers(chunk, first)
             if generative:
                 arrays["flash_seed"] = np.full(len(chunk), seed, dtype=np.int64)
@@ -308,7 +311,8 @@ def _plan(
     mapping: BranchMapping | None,
 ) -> tuple[list[tuple[Path, Path]], int]:
     """(input, output) pairs and the total number of events. Every input is validated (metadata of the
-    collections the model reads, first entry) and no output is an input, before the output folder is made."""
+    collections the model reads, first entry, MLPF events within the model's element limit) and no output is an
+    input, before the output folder is made."""
     files = io.expand_paths(inputs)
     if not files:
         raise FileNotFoundError(f"no input files match {inputs!r}")
@@ -326,6 +330,8 @@ def _plan(
         chunks = io.iterate_events(f, step_size=1, collections=input_collections(session), mapping=mapping)
         next(iter(chunks), None)
         chunks.close()
+        if session.card.family == "mlpf":  # every event within the model's element limit (counters only)
+            check_file_sizes(f, input_collections(session), session.max_elements, session.name, mapping)
     if output.suffix != ".root" and not output.exists():
         output.mkdir(parents=True)
     return pairs, total

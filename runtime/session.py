@@ -32,6 +32,7 @@ from hepzoo.export.card import CARD, ModelCard, load_card
 from .backends import Backend, create_backend
 from .batcher import DynamicBatcher
 from .checks import check_collections, check_elements, check_outputs, check_track_charges
+from .limits import allocation_error, check_event_sizes, is_allocation_failure
 
 __all__ = ["Session", "resolve_release_dir"]
 
@@ -146,6 +147,16 @@ class Session:
     def version(self) -> str:
         return self.card.version
 
+    @property
+    def max_elements(self) -> int | None:
+        """Most elements one event may have (the card's ``max_elements``, else the registered model's default
+        :data:`hepzoo.export.card.MAX_ELEMENTS`; None: no limit). Larger events are refused before running."""
+        if self.card.max_elements is not None:
+            return self.card.max_elements
+        from hepzoo.export.card import default_max_elements
+
+        return default_max_elements(self.card.provenance.model) if self.card.family == "mlpf" else None
+
     def __repr__(self) -> str:
         return f"Session({self.card.name!r}, version={self.card.version!r}, backend={self.backend_name!r})"
 
@@ -212,6 +223,8 @@ class Session:
             raise ValueError(f"offsets must be a non-decreasing 1-D array within [0, {len(features)}]")
         counts = np.diff(off)
         n_rows = int(off[-1] - off[0])
+        limit = self.max_elements
+        check_event_sizes(counts, limit, first_event, self.name)
         check_elements(features[off[0] : off[-1]], off - off[0], self.card.inputs[0].feature_names, first_event)
         feat_name, mask_name = self._element_io()
 
@@ -220,16 +233,23 @@ class Session:
         for size in (int(s) for s in np.unique(sizes[counts > 0])):
             events = np.flatnonzero((sizes == size) & (counts > 0))  # empty events have no rows to compute
             step = batch_size if size <= (bucket_sizes[-1] if bucket_sizes else 0) else 1
+            if limit is not None:
+                step = max(1, min(step, limit // size))
             groups += [(size, events[i : i + step]) for i in range(0, events.size, step)]
 
         out: dict[str, np.ndarray] = {}
         for size, events in groups:
             rows, sub_off = _rows_of(off, events)
-            x, mask = pad(features[rows], sub_off, size)
-            inputs = {feat_name: x}
-            if mask_name is not None:
-                inputs[mask_name] = mask
-            result = self.backend.run(inputs)
+            try:
+                x, mask = pad(features[rows], sub_off, size)
+                inputs = {feat_name: x}
+                if mask_name is not None:
+                    inputs[mask_name] = mask
+                result = self.backend.run(inputs)
+            except Exception as error:  # noqa: BLE001 - only allocation failures are translated
+                if not is_allocation_failure(error):
+                    raise
+                raise allocation_error(error, events, counts, size, first_event, self.name, self.backend_name) from None
             for name, value in result.items():
                 flat = unpad(value, sub_off)
                 if name not in out:
@@ -485,6 +505,7 @@ class Session:
         n_features = self.card.inputs[0].shape[-1]
         if x.ndim != 2 or (isinstance(n_features, int) and x.shape[1] != n_features):
             raise ValueError(f"tensor {self.card.inputs[0].name!r}: one event must be [n, {n_features}], got shape {x.shape}")
+        check_event_sizes(np.array([len(x)]), self.max_elements, 0, self.name)
         check_elements(x, np.array([0, len(x)]), self.card.inputs[0].feature_names, 0)
         request.payload = x
         return self._pad_size(len(x), self.buckets) if len(x) else 0
