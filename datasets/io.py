@@ -18,8 +18,9 @@ Dtype policy on read (``strict=False``, the default): a branch whose dtype diffe
 when it has the same kind and is cast on read — any float width -> the schema float (float64 from other
 producers becomes float32), any integer width/signedness -> the schema integer, checked for overflow on every
 chunk (an out-of-range value raises :class:`SchemaError` naming branch and entry). Kind changes (float <-> int,
-int <-> bool) are always errors. ``strict=True`` requires exact dtypes. Mapped reads (``mapping=...``) cast the
-mapped values with ``astype`` after the mapping's callables ran; their source branches need only be numeric.
+int <-> bool) are always errors. ``strict=True`` requires exact dtypes. Mapped reads (``mapping=...``, see
+:mod:`hepzoo.datasets.mapped`) follow the same rules for every mapped branch, and values a mapping computes for
+an integer field must be exact integers.
 
 A file with zero entries is an error (``SchemaError``): producers must not leave empty outputs behind.
 """
@@ -40,16 +41,15 @@ import numpy as np
 import uproot
 
 from hepzoo.datasets import schema
-from hepzoo.datasets.mapping import SCALAR_DEFAULTS, BranchMapping, Derived
+from hepzoo.datasets.dtypes import SchemaError, branch_dtype, cast_flat, dtype_ok
+from hepzoo.datasets.layouts import missing_tree_message
+from hepzoo.datasets.mapped import build_mapped, plan_mapped
+from hepzoo.datasets.mapping import BranchMapping
 
 Event = dict[str, Any]
 PathLike = str | os.PathLike
 
 META_KEY = "hepzoo_meta"  # TObjString with a JSON object written by EventWriter
-
-
-class SchemaError(ValueError):
-    """A file or chunk does not follow the event schema; the message names the file, branch and event."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -273,45 +273,6 @@ def expand_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return out
 
 
-def _branch_dtype(branch: Any) -> tuple[np.dtype | None, bool]:
-    """(native numpy dtype or None if not a plain number, jagged?) of a TBranch."""
-    interp = branch.interpretation
-    if isinstance(interp, uproot.interpretation.jagged.AsJagged):
-        content = interp.content
-        if isinstance(content, uproot.interpretation.numerical.AsDtype) and content.to_dtype.shape == ():
-            return content.to_dtype, True
-        return None, True
-    if isinstance(interp, uproot.interpretation.numerical.AsDtype) and interp.to_dtype.shape == ():
-        return interp.to_dtype, False
-    return None, False
-
-
-def _dtype_ok(found: np.dtype, expected: np.dtype, strict: bool) -> bool:
-    if found == expected:
-        return True
-    if strict:
-        return False
-    if expected.kind == "f":
-        return found.kind == "f"
-    if expected.kind in "iu":
-        return found.kind in "iu"
-    return False
-
-
-def _cast_flat(values: np.ndarray, dtype: np.dtype, path: Path, branch: str, entry_of: Any) -> np.ndarray:
-    if values.dtype == dtype:
-        return values
-    if dtype.kind in "iu" and values.size:
-        info = np.iinfo(dtype)
-        bad = (values < info.min) | (values > info.max)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise SchemaError(
-                f"{path}: branch {branch!r} value {values[i]} at entry {entry_of(i)} does not fit {dtype}"
-            )
-    return values.astype(dtype)
-
-
 def _first_mismatch(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.flatnonzero(a != b)[0])
 
@@ -356,10 +317,7 @@ class _FileReader:
                     f"{self.path}: cannot read the ROOT directory (truncated or corrupt?): {type(err).__name__}: {err}"
                 ) from err
             if tree_name not in keys or not classes.get(tree_name, "").startswith("TTree"):
-                hint = ""
-                if mapping is None and "Delphes" in keys:
-                    hint = "; it looks like a Delphes file: read it with DELPHES_MAPPING (hepzoo run --delphes)"
-                raise SchemaError(f"{self.path}: no TTree {tree_name!r} in the file (it holds {sorted(keys)}){hint}")
+                raise SchemaError(missing_tree_message(self.path, tree_name, classes, mapping))
             try:
                 self.tree = self._file[tree_name]
                 self.branches = {b.name: b for b in self.tree.values(recursive=True)}
@@ -385,7 +343,7 @@ class _FileReader:
     def _require(self, name: str, what: str, jagged: bool) -> np.dtype:
         if name not in self.branches:
             raise SchemaError(f"{self.path}: TTree {self.tree.name!r} lacks branch {name!r} ({what})")
-        dtype, is_jagged = _branch_dtype(self.branches[name])
+        dtype, is_jagged = branch_dtype(self.branches[name])
         if dtype is None:
             raise SchemaError(
                 f"{self.path}: branch {name!r} ({what}) is not a plain numeric branch "
@@ -423,31 +381,14 @@ class _FileReader:
         self.read_names |= {c for c in self.counters.values() if c}
 
     def _check_dtype(self, name: str, found: np.dtype, expected: np.dtype) -> None:
-        if not _dtype_ok(found, expected, self.strict):
+        if not dtype_ok(found, expected, self.strict):
             raise SchemaError(
                 f"{self.path}: branch {name!r} has dtype {found}, expected {expected}"
                 + (" (strict)" if self.strict else "")
             )
 
     def _plan_mapped(self, collections: Sequence[str] | None) -> None:
-        m = self.mapping
-        assert m is not None
-        if collections is None:
-            prefixes = [p for p in schema.COLLECTIONS if p in m.collections]
-        else:
-            missing = [c for c in collections if c not in m.collections]
-            if missing:
-                raise SchemaError(f"{self.path}: the branch mapping for {m.tree!r} does not provide {missing}")
-            prefixes = [p for p in schema.COLLECTIONS if p in collections]
-        self.prefixes = prefixes
-        for p in prefixes:
-            cm = m.collections[p]
-            for b in cm.source_branches():
-                self._require(b, f"source of collection {p!r}", jagged=(b != cm.counter))
-        for k, src in m.scalars.items():
-            for b in [src] if isinstance(src, str) else (src.inputs if isinstance(src, Derived) else ()):
-                self._require(b, f"source of event scalar {k!r}", jagged=False)
-        self.read_names = set(m.source_branches(prefixes))
+        plan_mapped(self, collections)
 
     # -- reading -------------------------------------------------------------------------------------------
     def iterate(
@@ -505,7 +446,7 @@ class _FileReader:
         length = len(next(iter(arrays.values())))
         scalars = {}
         for k in self.scalars:
-            scalars[k] = _cast_flat(
+            scalars[k] = cast_flat(
                 ak.to_numpy(arrays[k]), schema.EVENT_SCALARS[k], self.path, k, lambda i: start + i
             )
         event_ids = scalars.get("event_id")
@@ -518,7 +459,7 @@ class _FileReader:
             c = self._check_counts(p, counts, start, event_ids)
             ev_of = np.repeat(np.arange(length), c)
             flats = {
-                f.name: _cast_flat(
+                f.name: cast_flat(
                     ak.to_numpy(ak.flatten(arrays[coll.branch(f.name)], axis=1)),
                     np.dtype(f.dtype),
                     self.path,
@@ -530,47 +471,8 @@ class _FileReader:
             colls[p] = _collection_layout(flats, c)
         return _make_chunk(scalars, colls, length)
 
-    def _eval(self, src: Any, arrays: dict[str, ak.Array]) -> ak.Array:
-        if isinstance(src, str):
-            return arrays[src]
-        return src.fn(*[arrays[b] for b in src.inputs])
-
     def _build_mapped(self, arrays: dict[str, ak.Array], start: int) -> ak.Array:
-        m = self.mapping
-        assert m is not None
-        length = len(next(iter(arrays.values())))
-        scalars: dict[str, np.ndarray] = {}
-        for k, dt in schema.EVENT_SCALARS.items():
-            src = m.scalars.get(k)
-            if src is None:
-                value = np.arange(start, start + length) if k == "event_id" else np.full(length, SCALAR_DEFAULTS[k])
-            elif isinstance(src, (str, Derived)):
-                value = ak.to_numpy(self._eval(src, arrays))
-            else:
-                value = np.full(length, src)
-            scalars[k] = np.asarray(value).astype(dt)
-        colls = {}
-        for p in self.prefixes:
-            cm = m.collections[p]
-            coll = schema.COLLECTIONS[p]
-            jagged = [b for b in cm.source_branches() if b != cm.counter]
-            counts = {b: np.asarray(ak.num(arrays[b], axis=1), dtype=np.int64) for b in jagged}
-            if cm.counter:
-                counts = {cm.counter: ak.to_numpy(arrays[cm.counter]).astype(np.int64), **counts}
-            c = self._check_counts(p, counts, start, None)
-            values = {name: self._eval(src, arrays) for name, src in cm.fields.items()}
-            if cm.selection is not None:
-                mask = self._eval(cm.selection, arrays)
-                values = {k: v[mask] for k, v in values.items()}
-                c = np.asarray(ak.num(mask[mask], axis=1), dtype=np.int64)
-            flats = {}
-            for f in coll.fields:
-                if f.name in values:
-                    flats[f.name] = ak.to_numpy(ak.flatten(values[f.name], axis=1)).astype(f.dtype)
-                else:
-                    flats[f.name] = np.full(int(c.sum()), cm.defaults[f.name], dtype=f.dtype)
-            colls[p] = _collection_layout(flats, c)
-        return _make_chunk(scalars, colls, length)
+        return build_mapped(self, arrays, start)
 
 
 def _readers(paths, collections, mapping, strict) -> list[Path]:
@@ -642,7 +544,7 @@ def read_range(
 
 def num_entries(path: PathLike, mapping: BranchMapping | None = None) -> int:
     """Number of events in one file (validated like the readers do)."""
-    reader = _FileReader(path, mapping=mapping)
+    reader = _FileReader(path, collections=[] if mapping is not None else None, mapping=mapping)  # mapped: tree only
     try:
         return reader.num_entries
     finally:

@@ -11,6 +11,11 @@ A collection may also carry a ``selection`` (a :class:`Derived` returning a bool
 to every field of that collection (e.g. Delphes ``Particle.Status == 1``). Event scalars map the same way;
 ``event_id`` defaults to the entry number in its file and ``process`` to ``Process.EXTERNAL``.
 
+A collection may also have a fallback (``BranchMapping.fallbacks``): a :class:`ComputedCollection` built from
+other branches (Delphes generator jets clustered from ``Particle`` when the file has no ``GenJet``), used
+when the file lacks the primary collection's branches. Reading rules (dtypes, counters, exact integers):
+:mod:`hepzoo.datasets.mapped`.
+
 Collections not named in a mapping are absent from the chunks read through it (Delphes has no ``pf``/``tgt``).
 Source branches are looked up by their ROOT branch name (``TBranch.GetName()``), so nested Delphes
 branches (``Particle/Particle.PT``) and flat ones written by uproot (``Particle.PT``) both resolve.
@@ -65,6 +70,21 @@ class CollectionMapping:
 
 
 @dataclass(frozen=True)
+class ComputedCollection:
+    """A whole schema collection computed from source branches: ``fn(*[array of each input])`` -> jagged
+    records with every schema field of the collection (e.g. jets clustered from particles)."""
+
+    inputs: tuple[str, ...]
+    fn: Callable[..., ak.Array]
+    doc: str = ""
+    counter: str | None = None
+    defaults: Mapping[str, Scalar] = field(default_factory=dict)
+
+    def source_branches(self) -> list[str]:
+        return list(dict.fromkeys(self.inputs + ((self.counter,) if self.counter else ())))
+
+
+@dataclass(frozen=True)
 class BranchMapping:
     """A foreign tree layout: tree name, collections and event scalars.
 
@@ -76,8 +96,13 @@ class BranchMapping:
     tree: str
     collections: Mapping[str, CollectionMapping]
     scalars: Mapping[str, Source | Scalar] = field(default_factory=dict)
+    fallbacks: Mapping[str, ComputedCollection] = field(default_factory=dict)
+    name: str = ""  # layout name (hepzoo run --layout)
 
     def __post_init__(self) -> None:
+        unknown_fallbacks = [p for p in self.fallbacks if p not in schema.COLLECTIONS]
+        if unknown_fallbacks:
+            raise ValueError(f"BranchMapping: unknown schema collections {unknown_fallbacks} in fallbacks")
         for prefix, cm in self.collections.items():
             if prefix not in schema.COLLECTIONS:
                 raise ValueError(f"BranchMapping: unknown schema collection {prefix!r}")
@@ -175,3 +200,49 @@ DELPHES_MAPPING = BranchMapping(
     },
 )
 
+
+
+def _sum(a: ak.Array, b: ak.Array) -> ak.Array:
+    return a + b
+
+
+def delphes_genjets(status: ak.Array, pid: ak.Array, is_pu: ak.Array, pt: ak.Array, eta: ak.Array, phi: ak.Array,
+                    e: ak.Array) -> ak.Array:
+    """Generator jets of a Delphes file without ``GenJet``: anti-kt R=0.4 (:func:`hepzoo.datasets.jets.antikt_jets`,
+    pT > 5 GeV) of the stable (``Status == 1``) visible (no neutrinos/invisible PDG ids) hard-scatter
+    (``IsPU == 0``) particles: the definition of our ``genjet`` collection."""
+    import numpy as np
+
+    from hepzoo.datasets.jets import antikt_jets
+
+    invisible = ak.unflatten(np.isin(np.abs(ak.to_numpy(ak.flatten(pid))), list(schema.INVISIBLE_PDGIDS)), ak.num(pid))
+    keep = (status == 1) & (is_pu == 0) & ~invisible
+    return antikt_jets(pt[keep], eta[keep], phi[keep], e[keep])
+
+
+# Delphes jets (GenJet branch, class Jet): n_const = NCharged + NNeutrals (the constituents are TRefs)
+DELPHES_GENJET = CollectionMapping(
+    counter="GenJet_size",
+    fields={
+        "pt": "GenJet.PT",
+        "eta": "GenJet.Eta",
+        "phi": "GenJet.Phi",
+        "m": "GenJet.Mass",
+        "n_const": Derived(("GenJet.NCharged", "GenJet.NNeutrals"), _sum, "NCharged + NNeutrals"),
+    },
+)
+
+DELPHES_CLUSTERED_GENJET = ComputedCollection(
+    inputs=("Particle.Status", "Particle.PID", "Particle.IsPU", "Particle.PT", "Particle.Eta", "Particle.Phi", "Particle.E"),
+    fn=delphes_genjets,
+    doc=delphes_genjets.__doc__ or "",
+    counter="Particle_size",
+)
+
+DELPHES_MAPPING = BranchMapping(
+    tree=DELPHES_MAPPING.tree,
+    collections={**DELPHES_MAPPING.collections, "genjet": DELPHES_GENJET},
+    scalars=DELPHES_MAPPING.scalars,
+    fallbacks={"genjet": DELPHES_CLUSTERED_GENJET},
+    name="delphes",
+)

@@ -203,7 +203,8 @@ def run_model(
     step_size: Annotated[int, typer.Option(help="events per chunk")] = 1000,
     threads: Annotated[int, typer.Option(help="intra-op threads of the backend")] = 1,
     overwrite: Annotated[bool, typer.Option(help="replace outputs made by a different run")] = False,
-    delphes: Annotated[bool, typer.Option(help="inputs use the Delphes branch layout (Particle/Track/Tower)")] = False,
+    delphes: Annotated[bool, typer.Option(help="inputs use the Delphes branch layout (same as --layout delphes)")] = False,
+    layout: Annotated[str, typer.Option(help="input layout: native | delphes (Particle/GenJet/Track/Tower) | nanoaod (Events: GenJet_*, GenPart_*)")] = "native",
     dask: Annotated[bool, typer.Option(help="one Dask task per input file (local cluster unless --scheduler)")] = False,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
     workers: Annotated[Optional[int], typer.Option(help="--dask local cluster: worker processes")] = None,
@@ -221,11 +222,13 @@ def run_model(
     check_run_options(seed, step_size, names=("--seed", "--step-size"))  # as arguments: before anything is read
     if scheduler is not None and not dask:
         raise ValueError("--scheduler is only used with --dask")
-    from hepzoo.datasets.mapping import DELPHES_MAPPING
+    if delphes and layout not in ("native", "delphes"):
+        raise ValueError(f"--delphes contradicts --layout {layout}: give one of them")
+    from hepzoo.datasets.layouts import layout_mapping
+
+    mapping = layout_mapping("delphes" if delphes else layout)  # an unknown layout: one line, before anything
     from hepzoo.runtime import Session
     from hepzoo.runtime.runfile import run_files, run_files_dask
-
-    mapping = DELPHES_MAPPING if delphes else None
     with terminate_on_signals():  # SIGTERM/SIGHUP: the temporary output is removed, one line, exit 128 + signal
         session = Session.load(name, version=version, backend=backend, intra_op_threads=threads)
         typer.echo(f"{session.name} {session.version} on backend {session.backend_name}")
