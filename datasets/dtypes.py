@@ -69,4 +69,5 @@ def cast_flat(values: np.ndarray, dtype: np.dtype, path: Path, branch: str, entr
             )
     if dtype.kind == "b" and values.dtype.kind != "b":
         raise SchemaError(f"{path}: branch {branch!r} gives {values.dtype} values for a bool field")
-    return values.astype(dtype)
+    with np.errstate(over="ignore"):  # float64 beyond float32: inf, refused by the runtime's finiteness checks
+        return values.astype(dtype)
