@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from hepzoo.models import mlpf_common as common
+from hepzoo.models.mlpf_links import LinkFeatures
 from hepzoo.models.registry import register_model
 
 PAD_KEY = 1.0e6
@@ -105,12 +106,14 @@ class MLPFGNNLSH(nn.Module):
         ffn_mult: int = 2,
         dropout: float = 0.0,
         lsh_seed: int = 1234,
+        link_window: int = 0,
     ):
         super().__init__()
         self.bin_size = bin_size
         self.element_granularity = bin_size  # the element axis must be a multiple of this
         self.transform = common.InputTransform()
-        n_enc = self.transform.out_features
+        self.links = LinkFeatures(link_window) if link_window else None
+        n_enc = self.transform.out_features + (self.links.out_features if self.links is not None else 0)
         self.embed = nn.Sequential(common.mlp(n_enc, width, width, dropout), nn.LayerNorm(width))
         self.layers = nn.ModuleList(
             LSHGraphLayer(width, dist_dim, bin_size, num_hashes, ffn_mult, dropout, seed=lsh_seed + i)
@@ -130,6 +133,8 @@ class MLPFGNNLSH(nn.Module):
         mask = mask.to(torch.bool)
         feats = common.masked_features(features, mask)
         x_enc = self.transform(feats, mask)
+        if self.links is not None:
+            x_enc = torch.cat([x_enc, self.links(feats, mask)], dim=-1)
         h = self.embed(x_enc)
         for layer in self.layers:
             h = layer(h, mask)
@@ -158,11 +163,13 @@ def mlpf_gnnlsh(
     ffn_mult: int = 2,
     dropout: float = 0.0,
     lsh_seed: int = 1234,
+    link_window: int = 0,
 ) -> MLPFGNNLSH:
     """MLPF GNN with LSH-binned graphs; cost linear in N; N must be a multiple of ``bin_size``.
 
     The export spec's element granularity is the default ``bin_size``; an override of ``bin_size`` must
-    divide it or be exported with a matching granularity.
+    divide it or be exported with a matching granularity. ``link_window > 0`` adds the geometric link
+    features (:mod:`hepzoo.models.mlpf_links`) to the inputs of the embedding and the heads (release 2).
     """
     return MLPFGNNLSH(
         width=width,
@@ -173,4 +180,5 @@ def mlpf_gnnlsh(
         ffn_mult=ffn_mult,
         dropout=dropout,
         lsh_seed=lsh_seed,
+        link_window=link_window,
     )

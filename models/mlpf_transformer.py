@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hepzoo.models import mlpf_common as common
+from hepzoo.models.mlpf_links import LinkFeatures
 from hepzoo.models.registry import register_model
 
 MASK_VALUE = -1.0e9
@@ -53,12 +54,20 @@ class MLPFTransformer(nn.Module):
     """See the module docstring. ``forward(features [B,N,F], mask [B,N]) -> (cls, charge, regression)``."""
 
     def __init__(
-        self, *, width: int = 64, num_layers: int = 3, num_heads: int = 4, ffn_mult: int = 2, dropout: float = 0.0
+        self,
+        *,
+        width: int = 64,
+        num_layers: int = 3,
+        num_heads: int = 4,
+        ffn_mult: int = 2,
+        dropout: float = 0.0,
+        link_window: int = 0,
     ):
         super().__init__()
         self.element_granularity = 1
         self.transform = common.InputTransform()
-        n_enc = self.transform.out_features
+        self.links = LinkFeatures(link_window) if link_window else None
+        n_enc = self.transform.out_features + (self.links.out_features if self.links is not None else 0)
         self.embed = common.mlp(n_enc, width, width, dropout)
         self.blocks = nn.ModuleList(EncoderBlock(width, num_heads, ffn_mult, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(width)
@@ -70,6 +79,8 @@ class MLPFTransformer(nn.Module):
         mask = mask.to(torch.bool)
         feats = common.masked_features(features, mask)
         x_enc = self.transform(feats, mask)
+        if self.links is not None:
+            x_enc = torch.cat([x_enc, self.links(feats, mask)], dim=-1)
         h = self.embed(x_enc)
         zero = torch.zeros((), dtype=h.dtype, device=h.device)
         attn_bias = torch.where(mask, zero, zero + MASK_VALUE)[:, None, None, :]  # [B, 1, 1, N]
@@ -87,7 +98,19 @@ class MLPFTransformer(nn.Module):
     export=common.mlpf_export_spec(element_granularity=1, atol=1e-4, rtol=1e-4),
 )
 def mlpf_transformer(
-    *, width: int = 64, num_layers: int = 3, num_heads: int = 4, ffn_mult: int = 2, dropout: float = 0.0
+    *,
+    width: int = 64,
+    num_layers: int = 3,
+    num_heads: int = 4,
+    ffn_mult: int = 2,
+    dropout: float = 0.0,
+    link_window: int = 0,
 ) -> MLPFTransformer:
-    """MLPF transformer (SDPA with a key padding mask); cost quadratic in N; exactly permutation-equivariant."""
-    return MLPFTransformer(width=width, num_layers=num_layers, num_heads=num_heads, ffn_mult=ffn_mult, dropout=dropout)
+    """MLPF transformer (SDPA with a key padding mask); cost quadratic in N; exactly permutation-equivariant.
+
+    ``link_window > 0`` adds the geometric link features (:mod:`hepzoo.models.mlpf_links`) to the inputs of
+    the embedding and the heads (release 2); 0 is the release-1 architecture."""
+    return MLPFTransformer(
+        width=width, num_layers=num_layers, num_heads=num_heads, ffn_mult=ffn_mult, dropout=dropout,
+        link_window=link_window,
+    )  # fmt: skip

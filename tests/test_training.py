@@ -336,7 +336,8 @@ def test_resume_is_exact(dataset):
     """N steps uninterrupted == K steps, stop, resume, N - K steps (mid-epoch stop, dropout, shuffling)."""
     n_total, k = 11, 4  # 6 batches per epoch here: K is mid-epoch 0, N is inside epoch 1 (crosses a validation)
     common = {"model": {"name": "test_training:tiny_mlpf", "kwargs": {"width": 16, "dropout": 0.2}},
-              "optim": {"epochs": 3, "max_steps": n_total}, "checkpoint_every_steps": 3}  # fmt: skip
+              "optim": {"epochs": 3, "max_steps": n_total}, "checkpoint_every_steps": 3,
+              "snapshot_every_steps": 5}  # fmt: skip
     a = train(load_config(raw=make_raw_config(dataset, output_dir=str(dataset / "a"), **common)))
     assert a["step"] == n_total
     b_cfg = make_raw_config(dataset, output_dir=str(dataset / "b"), **common)
@@ -358,6 +359,21 @@ def test_resume_is_exact(dataset):
     lb = [r for r in _records(dataset / "b" / "metrics.jsonl")]
     strip = [{k: v for k, v in r.items() if k != "time"} for r in la]
     assert strip == [{k: v for k, v in r.items() if k != "time"} for r in lb]  # same losses, lr, val, in order
+    # events seen: the sum of the batches' events, carried across the resume; snapshots at steps 5 and 10
+    n_events = sum(len(bt["event_id"]) for bt in MLPFDataset(a_cfg_train(dataset), step_size=8, batch_size=4, buckets=(8, 16)))
+    steps = [r for r in la if "loss" in r]
+    assert all(b["events"] > a["events"] for a, b in zip(steps, steps[1:]))
+    assert [r for r in steps if r["epoch"] == 0][-1]["events"] == n_events  # epoch 0: every training event once
+    snaps = [r for r in la if "snapshot" in r]
+    assert [r["step"] for r in snaps] == [5, 10] and all(set(r["val"]) == set(COMPONENTS) for r in snaps)
+    for r in snaps:
+        state = ckpt.load_checkpoint(dataset / "a" / r["snapshot"])
+        assert state["step"] == r["step"] and state["events_seen"] == r["events"] and "optimizer" not in state
+    assert cb["events_seen"] == ca["events_seen"] == steps[-1]["events"]
+
+
+def a_cfg_train(dataset):
+    return [str(dataset / "train.root")]
 
 
 def test_train_command_and_registry_name_error(dataset, capsys):

@@ -100,6 +100,10 @@ class LossConfig(_Section):
     cls_weight: float = Field(1.0, ge=0)
     charge_weight: float = Field(1.0, ge=0)
     reg_weight: float = Field(1.0, ge=0)
+    energy_weight_power: float = Field(
+        0.0, ge=0, le=2, description="MLPF: weight each element's cls and regression terms by max(E, 1 GeV)^p "
+        "(E: the larger of measured and target energy); 0 = unweighted"
+    )
     nll_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the mean NLL over matched rows")
     eff_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the efficiency BCE over all rows")
 
@@ -127,6 +131,10 @@ class TrainConfig(_Section):
     output_dir: Path = Path("runs/default")
     checkpoint_every_steps: int = Field(0, ge=0, description="also write last.pt every N steps (0: epoch ends only)")
     log_every_steps: int = Field(10, gt=0)
+    snapshot_every_steps: int = Field(
+        0, ge=0, description="every N steps: validate, log it with the events seen, and keep a weights-only "
+        "snapshot (output_dir/snapshots/step_N.pt) for learning curves; 0 = off"
+    )
     progress: bool = True
     resume: str | None = Field(None, description="checkpoint to resume from, or 'auto' (output_dir/last.pt if any)")
 

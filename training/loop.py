@@ -3,9 +3,11 @@ each epoch, JSON-lines metrics, best/last checkpoints, exact resume, DDP under `
 
 ``train(cfg)`` runs a whole training and returns a summary dict. Files in ``cfg.output_dir``:
 ``config.yaml`` (the validated config), ``metrics.jsonl`` (one JSON object per logged step, with ``step``,
-``epoch``, ``lr``, ``loss`` components, ``time``; one per epoch with ``val``), ``last.pt`` (every
+``epoch``, ``events`` (training events seen so far, all ranks), ``lr``, ``loss`` components, ``time``; one per
+epoch with ``val``, and one per ``snapshot_every_steps`` with ``val`` and ``snapshot``), ``last.pt`` (every
 ``checkpoint_every_steps`` steps, at ``optim.max_steps`` and at each epoch end) and ``best.pt`` (lowest
-validation ``total``).
+validation ``total``) and, with ``snapshot_every_steps``, ``snapshots/step_NNNNNNN.pt`` (weights only) for
+learning curves (validation loss and physics metrics against events seen).
 
 Determinism and resume: everything is seeded from ``cfg.seed`` (python, numpy, torch; the loader's shuffle
 uses ``(seed, epoch)``; the DataLoader gets its own torch generator so iterating it never touches the global
@@ -49,6 +51,7 @@ __all__ = ["WarmupCosine", "Trainer", "build_model", "count_batches_per_epoch", 
 LAST = "last.pt"
 BEST = "best.pt"
 METRICS = "metrics.jsonl"
+SNAPSHOTS = "snapshots"
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
@@ -145,6 +148,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.events_seen = 0
         self.best_val: float | None = None
         self.last_val: dict[str, float] | None = None
         self.rng_to_restore: dict[str, Any] | None = None
@@ -181,6 +185,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.events_seen = int(state.get("events_seen", 0))
         self.best_val = state.get("best_val")
         rngs = state.get("rng") or []
         if len(rngs) == self.info.world_size:  # else: different world size, keep fresh per-rank seeds
@@ -195,6 +200,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
+            "events_seen": self.events_seen,
             "total_steps": self.total_steps,
             "best_val": self.best_val,
             "config": config_to_dict(self.cfg),
@@ -220,19 +226,21 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _next_global(self, it: Iterator) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
-        """This rank's next batch and the loss denominators, or (None, _) when any rank has run out."""
+    def _next_global(self, it: Iterator) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor, int]:
+        """This rank's next batch, the loss denominators and the events of this step on all ranks, or
+        (None, _, 0) when any rank has run out."""
         batch = next(it, None)
         if batch is not None:
             batch = _to(batch, self.device)
             counts = self.task.counts(batch).to(torch.float32)
-            stats = torch.cat([torch.ones(1, dtype=torch.float32, device=self.device), counts])
+            head = torch.tensor([1.0, float(self.task.n_events(batch))], dtype=torch.float32, device=self.device)
+            stats = torch.cat([head, counts])
         else:
-            stats = torch.zeros(1 + self.task.n_counts, dtype=torch.float32, device=self.device)
+            stats = torch.zeros(2 + self.task.n_counts, dtype=torch.float32, device=self.device)
         D.all_reduce_sum(stats, self.info)
         if stats[0].item() < self.info.world_size:
-            return None, stats
-        return batch, stats[1:] / self.info.world_size
+            return None, stats, 0
+        return batch, stats[2:] / self.info.world_size, int(stats[1].item())
 
     def train_step(self, batch: dict[str, torch.Tensor], norm: torch.Tensor) -> dict[str, torch.Tensor]:
         losses = self.task.losses(self.model, batch, norm, self._autocast)
@@ -304,25 +312,38 @@ class Trainer:
         )  # fmt: skip
         try:
             while not self._done():
-                batch, norm = self._next_global(it)
+                batch, norm, n_events = self._next_global(it)
                 if batch is None:
                     break
                 lr = self.scheduler.get_last_lr()[0]
                 losses = self.train_step(batch, norm)
                 self.step += 1
                 self.batch_in_epoch += 1
+                self.events_seen += n_events
                 bar.update(1)
                 if self.step % cfg.log_every_steps == 0 or self.step == 1:
                     vals = torch.stack([losses[k] for k in self.task.components])
                     vals = D.all_reduce_sum(vals, self.info) / self.info.world_size
                     loss = {k: round(float(v), 6) for k, v in zip(self.task.components, vals)}
                     bar.set_postfix(loss=f"{loss['total']:.4f}", lr=f"{lr:.2e}")
-                    self.log({"step": self.step, "epoch": self.epoch, "lr": lr, "loss": loss})
+                    self.log({"step": self.step, "epoch": self.epoch, "events": self.events_seen, "lr": lr, "loss": loss})
+                if cfg.snapshot_every_steps and self.step % cfg.snapshot_every_steps == 0:
+                    self.snapshot()
                 if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
                     self.save(LAST)
         finally:
             bar.close()
         return not self._done()
+
+    def snapshot(self) -> None:
+        """Validate (own RNG, the training streams are untouched) and keep the weights for learning curves."""
+        val = self.validate()
+        if self.info.is_main:
+            path = self.out / SNAPSHOTS / f"step_{self.step:07d}.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.save_checkpoint(path, {"model": self.net.state_dict(), "step": self.step, "events_seen": self.events_seen})
+            rel = str(path.relative_to(self.out))
+            self.log({"step": self.step, "epoch": self.epoch, "events": self.events_seen, "val": val, "snapshot": rel})
 
     def _epoch_summary(self) -> dict[str, Any]:
         """What ``on_epoch_end`` gets: the epoch's validation components and where its checkpoint is."""
@@ -344,7 +365,7 @@ class Trainer:
             self.last_val = self.validate()
             names = [LAST]
             if self.last_val is not None:
-                self.log({"step": self.step, "epoch": self.epoch, "val": self.last_val})
+                self.log({"step": self.step, "epoch": self.epoch, "events": self.events_seen, "val": self.last_val})
                 if self.best_val is None or self.last_val["total"] < self.best_val:
                     self.best_val = self.last_val["total"]
                     names.append(BEST)

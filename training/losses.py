@@ -17,6 +17,12 @@ runs over in this batch (``loss_counts``), clamped to >= 1. Under DDP the traini
 whatever the split of elements across ranks. ``norm = ones`` gives plain sums (used to accumulate validation).
 
 ``total = cls_weight * cls + charge_weight * charge + reg_weight * (pt + eta + sin_phi + cos_phi + e)``.
+
+Energy weighting (``energy_weight_power`` p > 0, release 2): jets and MET sum energies, so an element's error
+matters in proportion to its energy. Each element's ``cls`` and regression terms are multiplied by
+``max(E_ref, 1 GeV)^p`` with ``E_ref`` the larger of the element's measured energy and its target energy
+(an element with no target still weighs by what it would add if misclassified). The denominators stay the
+element counts, so p = 0 is exactly the unweighted loss.
 """
 
 from __future__ import annotations
@@ -79,12 +85,15 @@ def mlpf_loss(
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
     norm: torch.Tensor | None = None,
     eps: float = 1e-6,
+    energy_weight_power: float = 0.0,
+    element_energy: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss components (scalars, keys ``COMPONENTS``) for one padded batch.
 
     Shapes: ``cls_logits [B,N,C]``, ``charge_logits [B,N,3]``, ``regression [B,N,5]`` (pt, eta, sin_phi,
     cos_phi, e), ``target_cls [B,N]``, ``target_reg [B,N,6]`` (``TargetFeature`` order), ``mask [B,N]``.
     ``norm``: denominators (real, charged, particle) replacing this batch's counts (see module docstring).
+    ``element_energy [B,N]``: the elements' measured energies, needed when ``energy_weight_power > 0``.
     """
     mask = mask.bool()
     if norm is None:
@@ -94,8 +103,16 @@ def mlpf_loss(
     if class_weights is not None:
         cw = torch.as_tensor(class_weights, dtype=torch.float32, device=cls_logits.device)
 
+    if energy_weight_power > 0:
+        if element_energy is None:
+            raise ValueError("mlpf_loss: energy_weight_power > 0 needs element_energy")
+        e_ref = torch.maximum(element_energy.float(), target_reg[..., TargetFeature.E].float())
+        weight = torch.clamp(e_ref, min=1.0) ** energy_weight_power
+    else:
+        weight = torch.ones_like(target_cls, dtype=torch.float32)
+
     out: dict[str, torch.Tensor] = {}
-    out["cls"] = focal_loss(cls_logits[mask], target_cls[mask], gamma, cw).sum() / norm[0]
+    out["cls"] = (focal_loss(cls_logits[mask], target_cls[mask], gamma, cw) * weight[mask]).sum() / norm[0]
 
     charged = mask & _charged(target_cls)
     q = target_reg[charged][:, TargetFeature.CHARGE].round().long().clamp(-1, 1) + 1
@@ -104,12 +121,13 @@ def mlpf_loss(
     sel = mask & (target_cls != int(TargetClass.NONE))
     pred = regression[sel].float()
     tgt = target_reg[sel].float()
+    w_sel = weight[sel]
     reg_total = torch.zeros((), dtype=torch.float32, device=cls_logits.device)
     for i, name in enumerate(REGRESSION_NAMES):
         p, t = pred[:, i], tgt[:, TargetFeature[name.upper()]]
         if name in _LOG_REG:
             p, t = p.clamp(min=eps).log(), t.clamp(min=eps).log()
-        out[name] = F.huber_loss(p, t, reduction="sum", delta=huber_delta) / norm[2]
+        out[name] = (F.huber_loss(p, t, reduction="none", delta=huber_delta) * w_sel).sum() / norm[2]
         reg_total = reg_total + out[name]
     out["reg"] = reg_total
     out["total"] = weights[0] * out["cls"] + weights[1] * out["charge"] + weights[2] * reg_total

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from hepzoo.datasets import io
 from hepzoo.datasets.loader import MLPFDataset, element_counts, make_dataloader
 from hepzoo.datasets.ragged import group_by_bucket
+from hepzoo.datasets.schema import ElementFeature
 from hepzoo.training import distributed as D
 from hepzoo.training.config import ModelConfig, TrainConfig
 from hepzoo.training.losses import COMPONENTS, REGRESSION_NAMES, loss_counts, mlpf_loss
@@ -107,6 +108,10 @@ class Task:
     def counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def n_events(self, batch: dict[str, torch.Tensor]) -> int:
+        """Events (MLPF) or table rows (flash-sim) in one batch: the unit of "events seen" in the logs."""
+        return int(next(iter(batch.values())).shape[0])
+
     def losses(
         self, module: torch.nn.Module, batch: dict[str, torch.Tensor], norm: torch.Tensor, autocast: AutocastFactory
     ) -> dict[str, torch.Tensor]:
@@ -146,6 +151,7 @@ class MLPFTask(Task):
             "class_weights": lc.class_weights,
             "huber_delta": lc.huber_delta,
             "weights": (lc.cls_weight, lc.charge_weight, lc.reg_weight),
+            "energy_weight_power": lc.energy_weight_power,
         }
 
     def make_loader(self, paths: Sequence[str], *, train: bool) -> torch.utils.data.DataLoader:
@@ -165,7 +171,11 @@ class MLPFTask(Task):
     def losses(self, module, batch, norm, autocast):
         with autocast():
             outs = module(batch["features"], batch["mask"])
-        return mlpf_loss(*outs, batch["target_cls"], batch["target_reg"], batch["mask"], norm=norm, **self.loss_kw)
+        energy = batch["features"][..., int(ElementFeature.E)]
+        return mlpf_loss(
+            *outs, batch["target_cls"], batch["target_reg"], batch["mask"], norm=norm, element_energy=energy,
+            **self.loss_kw,
+        )  # fmt: skip
 
     def finalize_val(self, means: dict[str, float]) -> dict[str, float]:
         val = dict(means)
