@@ -1,0 +1,290 @@
+"""MLPF diagnosis: where a model loses against the rule-based PF (oracle ablations, per-element response).
+
+Everything here works on **element-aligned** predictions (one row per input element, tracks then clusters,
+exactly like the ``tgt_`` targets), so a model's classes and kinematics can be swapped one at a time for the
+truth:
+
+* ``model``              predicted classes, predicted kinematics (what the model delivers);
+* ``pred cls + true kin`` predicted classes, target kinematics: the loss due to regression alone is removed;
+* ``true cls + pred kin`` target classes, predicted kinematics: the loss due to classification is removed;
+* ``true cls + element`` target classes, the element's own measurement (track pT/p, cluster ET/E): what a
+  model with perfect classification and *no* regression would give (how much the regression must do);
+* ``targets``            target classes and kinematics (the truth definition's floor);
+* ``PF``                 the rule-based PF candidates of the same events.
+
+For each: jet response median and IQR/median (anti-kt R=0.4, generator jets above 20 GeV, |eta| < 2.5,
+inclusive and in generator pT bins) and MET response IQR/median. Per element type, the pT and E response
+(reco / target) of slots with a particle target is given for the model, the raw element and the PF candidate
+built from that element (``pf_trk_idx`` / ``pf_clu_idx``), with the classification accuracy.
+
+``predict`` callables return ``{"cls_logits", "charge_logits", "regression"}`` flat per element (the runtime's
+``Session.run_elements`` does; :func:`torch_predictor` wraps a PyTorch model, used for training snapshots).
+The driver is ``python -m hepzoo.validation.diagnosis`` (see :func:`main`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import awkward as ak
+import numpy as np
+
+from hepzoo.datasets.jets import antikt_jets
+from hepzoo.datasets.schema import ElementFeature, ElementType, TargetClass, TargetFeature
+
+from .jets import jet_response, summarize_response
+from .met import gen_missing_et, met_response, missing_et
+
+EF = ElementFeature
+Predict = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+JET_PT_EDGES = (20.0, 40.0, 60.0, 100.0, 200.0, 1000.0)
+# column of each TargetFeature in a model's ``regression`` output (TargetFeature order without the charge, as
+# hepzoo.models.mlpf_common.REGRESSION_FEATURES; derived here without importing torch)
+REGRESSION_COLUMN = {f: i for i, f in enumerate(f for f in TargetFeature if f != TargetFeature.CHARGE)}
+ABLATIONS = ("model", "pred cls + true kin", "true cls + pred kin", "true cls + element", "targets", "PF")
+
+
+def _targets_flat(events: ak.Array) -> dict[str, np.ndarray]:
+    tgt = events.tgt
+    flat = {name: ak.to_numpy(ak.flatten(tgt[name])) for name in tgt.fields}
+    return {
+        "cls": flat["cls"].astype(np.int32),
+        "pt": flat["pt"].astype(np.float32),
+        "eta": flat["eta"].astype(np.float32),
+        "phi": np.arctan2(flat["sin_phi"], flat["cos_phi"]).astype(np.float32),
+        "e": flat["e"].astype(np.float32),
+    }
+
+
+def _element_kinematics(features: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "pt": features[:, EF.PT],
+        "eta": features[:, EF.ETA],
+        "phi": np.arctan2(features[:, EF.SIN_PHI], features[:, EF.COS_PHI]).astype(np.float32),
+        "e": features[:, EF.E],
+    }
+
+
+def _prediction_kinematics(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    reg = out["regression"]
+    col = REGRESSION_COLUMN
+    return {
+        "pt": reg[:, col[TargetFeature.PT]],
+        "eta": reg[:, col[TargetFeature.ETA]],
+        "phi": np.arctan2(reg[:, col[TargetFeature.SIN_PHI]], reg[:, col[TargetFeature.COS_PHI]]).astype(np.float32),
+        "e": reg[:, col[TargetFeature.E]],
+    }
+
+
+def _candidates(cls: np.ndarray, kin: dict[str, np.ndarray], counts: np.ndarray) -> ak.Array:
+    keep = cls != int(TargetClass.NONE)
+    fields = {"cls": cls, **kin}
+    arr = ak.zip({k: ak.unflatten(np.asarray(v), counts) for k, v in fields.items()})
+    return arr[ak.unflatten(keep, counts)]
+
+
+def _jet_and_met(events: ak.Array, cand: ak.Array) -> dict:
+    jets = antikt_jets(cand.pt, cand.eta, cand.phi, cand.e)
+    gen_pt, ratio, eff = jet_response(events.genjet, jets)
+    binned = []
+    for lo, hi in zip(JET_PT_EDGES[:-1], JET_PT_EDGES[1:]):
+        sel = (gen_pt >= lo) & (gen_pt < hi)
+        binned.append({"lo": lo, "hi": hi, **summarize_response(ratio[sel]).as_dict()})
+    _, met_ratio = met_response(missing_et(cand.pt, cand.phi), gen_missing_et(events))
+    return {
+        "jet": summarize_response(ratio).as_dict(),
+        "jet_matching_efficiency": eff,
+        "jet_binned": binned,
+        "met": summarize_response(met_ratio).as_dict(),
+    }
+
+
+def _ratio_summary(reco: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    ok = truth > 0
+    return summarize_response(reco[ok] / truth[ok]).as_dict()
+
+
+def _pf_per_element(events: ak.Array, counts_trk: np.ndarray, counts_clu: np.ndarray) -> dict[str, np.ndarray]:
+    """PF candidate pT/E per element slot (tracks: by ``pf_trk_idx``; clusters: neutral candidates by
+    ``pf_clu_idx``); 0 where the element made no PF candidate."""
+    n = counts_trk + counts_clu
+    off = np.concatenate([[0], np.cumsum(n)])
+    pt = np.zeros(int(off[-1]), np.float32)
+    e = np.zeros(int(off[-1]), np.float32)
+    pf = events.pf
+    ev = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(pf, axis=1)))
+    trk_idx = ak.to_numpy(ak.flatten(pf.trk_idx))
+    clu_idx = ak.to_numpy(ak.flatten(pf.clu_idx))
+    ppt, pe = ak.to_numpy(ak.flatten(pf.pt)), ak.to_numpy(ak.flatten(pf.e))
+    has_trk = trk_idx >= 0
+    rows = off[ev[has_trk]] + trk_idx[has_trk]
+    np.add.at(pt, rows, ppt[has_trk])
+    np.add.at(e, rows, pe[has_trk])
+    neutral = ~has_trk & (clu_idx >= 0)
+    rows = off[ev[neutral]] + counts_trk[ev[neutral]] + clu_idx[neutral]
+    np.add.at(pt, rows, ppt[neutral])
+    np.add.at(e, rows, pe[neutral])
+    return {"pt": pt, "e": e}
+
+
+def diagnose(events: ak.Array, predict: Predict) -> dict:
+    """The diagnosis tables (see the module docstring) of one model on ``events``."""
+    from hepzoo.datasets.loader import element_counts, element_features
+
+    features, offsets = element_features(events)
+    counts = np.diff(offsets)
+    out = predict(features, offsets)
+    pred_cls = out["cls_logits"].argmax(-1).astype(np.int32)
+    pred = _prediction_kinematics(out)
+    tgt = _targets_flat(events)
+    true_kin = {k: tgt[k] for k in ("pt", "eta", "phi", "e")}
+    elem = _element_kinematics(features)
+
+    pf = events.pf
+    recos = {
+        "model": _candidates(pred_cls, pred, counts),
+        "pred cls + true kin": _candidates(np.where(tgt["cls"] != 0, pred_cls, 0), true_kin, counts),
+        "true cls + pred kin": _candidates(tgt["cls"], pred, counts),
+        "true cls + element": _candidates(tgt["cls"], elem, counts),
+        "targets": _candidates(tgt["cls"], true_kin, counts),
+        "PF": ak.zip({"cls": pf.cls, "pt": pf.pt, "eta": pf.eta, "phi": pf.phi, "e": pf.e}),
+    }
+    ablations = {name: _jet_and_met(events, cand) for name, cand in recos.items()}
+    # pred cls + true kin: a slot predicted as a particle but with no target has no true kinematics; it is
+    # dropped there (its energy is a fake the regression cannot fix), so also report how many such slots exist.
+    fakes = (pred_cls != 0) & (tgt["cls"] == 0)
+
+    ntrk, nclu = element_counts(events)
+    pf_elem = _pf_per_element(events, ntrk, nclu)
+    etype = features[:, EF.TYPE].astype(np.int32)
+    per_type = {}
+    for t in ElementType:
+        sel = (etype == int(t)) & (tgt["cls"] != 0)
+        if not sel.any():
+            continue
+        made = pf_elem["e"][sel] > 0
+        per_type[t.name] = {
+            "n_with_target": int(sel.sum()),
+            "n_without_target": int(((etype == int(t)) & (tgt["cls"] == 0)).sum()),
+            "class_accuracy": float((pred_cls[sel] == tgt["cls"][sel]).mean()),
+            "predicted_none": float((pred_cls[sel] == 0).mean()),
+            "fake_particle_rate": float(((pred_cls != 0) & (tgt["cls"] == 0) & (etype == int(t))).sum())
+            / max(1, int((etype == int(t)).sum())),
+            "pt_model": _ratio_summary(pred["pt"][sel], tgt["pt"][sel]),
+            "pt_element": _ratio_summary(elem["pt"][sel], tgt["pt"][sel]),
+            "e_model": _ratio_summary(pred["e"][sel], tgt["e"][sel]),
+            "e_element": _ratio_summary(elem["e"][sel], tgt["e"][sel]),
+            "e_pf": _ratio_summary(pf_elem["e"][sel][made], tgt["e"][sel][made]),
+            "pf_made_candidate": float(made.mean()),
+        }
+    return {
+        "n_events": len(events),
+        "ablations": ablations,
+        "predicted_particle_without_target": int(fakes.sum()),
+        "per_element_type": per_type,
+    }
+
+
+def torch_predictor(model, batch_size: int = 16) -> Predict:
+    """A :data:`Predict` running a PyTorch MLPF model (eval mode, no grad), events grouped by size bucket."""
+    import torch
+
+    from hepzoo.datasets.ragged import DEFAULT_BUCKETS, group_by_bucket, pad
+
+    def predict(features: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+        model.eval()
+        counts = np.diff(offsets)
+        n = int(offsets[-1])
+        res = {"cls_logits": None, "charge_logits": None, "regression": None}
+        granularity = int(getattr(model, "element_granularity", 1))
+        with torch.no_grad():
+            for size, index in group_by_bucket(counts, DEFAULT_BUCKETS).items():
+                size = -(-size // granularity) * granularity
+                for start in range(0, len(index), batch_size):
+                    chosen = index[start : start + batch_size]
+                    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in chosen])
+                    sub = np.concatenate([[0], np.cumsum(counts[chosen])])
+                    x, mask = pad(features[rows], sub, size)
+                    outs = model(torch.from_numpy(x), torch.from_numpy(mask))
+                    m = torch.from_numpy(mask)
+                    for key, value in zip(res, outs):
+                        v = value[m].numpy()
+                        if res[key] is None:
+                            res[key] = np.zeros((n, v.shape[-1]), np.float32)
+                        res[key][rows] = v
+        return res
+
+    return predict
+
+
+def format_diagnosis(result: dict, label: str) -> str:
+    """Markdown tables of one diagnosis."""
+    lines = [f"### {label} ({result['n_events']} events)", "", "| reconstruction | jet median | jet IQR/median |"
+             " IQR/median by gen pT " + " / ".join(f"{lo:.0f}-{hi:.0f}" for lo, hi in zip(JET_PT_EDGES[:-1], JET_PT_EDGES[1:]))
+             + " | MET IQR/median |", "|---|---:|---:|---|---:|"]  # fmt: skip
+    for name in ABLATIONS:
+        a = result["ablations"][name]
+        binned = " / ".join(f"{b['iqr_over_median']:.3f}" for b in a["jet_binned"])
+        lines.append(
+            f"| {name} | {a['jet']['median']:.3f} | {a['jet']['iqr_over_median']:.3f} | {binned} |"
+            f" {a['met']['iqr_over_median']:.3f} |"
+        )
+    lines += ["", f"Slots predicted as a particle without a target: {result['predicted_particle_without_target']}", "",
+              "| element type | slots with target / without | class accuracy | predicted none | fake rate |"
+              " E response model (median, IQR/med) | element | PF |", "|---|---:|---:|---:|---:|---|---|---|"]  # fmt: skip
+    for t, r in result["per_element_type"].items():
+
+        def fmt(s: dict) -> str:
+            return f"{s['median']:.3f}, {s['iqr_over_median']:.3f}"
+
+        lines.append(
+            f"| {t} | {r['n_with_target']} / {r['n_without_target']} | {r['class_accuracy']:.3f} |"
+            f" {r['predicted_none']:.3f} | {r['fake_particle_rate']:.3f} | {fmt(r['e_model'])} |"
+            f" {fmt(r['e_element'])} | {fmt(r['e_pf'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hepzoo.validation.diagnosis --events FILE [--model NAME[/VERSION] ...] [--snapshot PT
+    --config YAML] [-n N] [--json OUT]``: prints the diagnosis tables (markdown)."""
+    import argparse
+    import json
+
+    from hepzoo.datasets.io import read_range
+
+    ap = argparse.ArgumentParser(prog="python -m hepzoo.validation.diagnosis", description=main.__doc__)
+    ap.add_argument("--events", required=True, help="held-out ROOT file in the hepzoo schema")
+    ap.add_argument("--model", action="append", default=[], help="zoo release NAME or NAME/VERSION (repeatable)")
+    ap.add_argument("--snapshot", action="append", default=[], help="training checkpoint or snapshot (.pt)")
+    ap.add_argument("--config", help="training config of --snapshot (model section)")
+    ap.add_argument("-n", type=int, default=1000, help="events to read")
+    ap.add_argument("--json", help="write all results to this JSON file")
+    args = ap.parse_args(argv)
+    events = read_range(args.events, 0, args.n)
+    results = {}
+    for spec in args.model:
+        from hepzoo.runtime import Session
+
+        name, _, version = spec.partition("/")
+        sess = Session.load(name, version=version or None, backend="onnxruntime-cpu")
+        results[f"{sess.name}/{sess.version}"] = diagnose(events, sess.run_elements)
+    for path in args.snapshot:
+        from hepzoo.training.checkpoint import load_weights_file
+        from hepzoo.training.config import load_config
+        from hepzoo.training.loop import build_model
+
+        model = build_model(load_config(args.config).model)
+        model.load_state_dict(load_weights_file(path))
+        results[path] = diagnose(events, torch_predictor(model))
+    for label, res in results.items():
+        print(format_diagnosis(res, label), "\n")
+    if args.json:
+        from hepzoo.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(results, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
