@@ -26,21 +26,9 @@ from hepzoo.validation.run import validate
 
 pytestmark = pytest.mark.physics
 
-N_EVENTS = 200
-SEED = 20261122
+from conftest import CI_SAMPLE_EVENTS as N_EVENTS  # noqa: E402  (the sample is the ci_sample fixture)
 THREADS = 2  # CI's machine has 2 cores
 RELEASES = [r.name for r in list_releases()]
-
-
-@pytest.fixture(scope="session")
-def ci_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hepzoo.datasets.generate import GenerationConfig, generate
-    from hepzoo.datasets.sources import SourceSpec
-
-    path = tmp_path_factory.mktemp("physics") / "ttbar_ci.root"
-    config = GenerationConfig(SourceSpec("ttbar"), n_events=N_EVENTS, seed=SEED, chunk_size=50)
-    assert generate(config, path, workers=2, progress=False) == N_EVENTS
-    return path
 
 
 # ---- degraded copies of a release ---------------------------------------------------------------------------
