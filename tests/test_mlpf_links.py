@@ -144,7 +144,8 @@ def test_energy_weighted_loss():
     p0 = mlpf_loss(cls_logits, charge_logits, reg, tgt_cls, tgt_reg, mask, energy_weight_power=0.0, element_energy=energy)
     for k in plain:
         torch.testing.assert_close(p0[k], plain[k])
-    p1 = mlpf_loss(cls_logits, charge_logits, reg, tgt_cls, tgt_reg, mask, energy_weight_power=1.0, element_energy=energy)
+    p1 = mlpf_loss(cls_logits, charge_logits, reg, tgt_cls, tgt_reg, mask, energy_weight_power=1.0,
+                   element_energy=energy, energy_weight_source="element_or_target")  # fmt: skip
     w = torch.tensor([4.0, 1.0, 16.0, 9.0])  # max(E_elem, E_tgt) floored at 1 GeV
     per = [mlpf_loss(cls_logits[:, i : i + 1], charge_logits[:, i : i + 1], reg[:, i : i + 1], tgt_cls[:, i : i + 1],
                      tgt_reg[:, i : i + 1], mask[:, i : i + 1], norm=torch.ones(3)) for i in range(N)]  # fmt: skip
@@ -152,5 +153,8 @@ def test_energy_weighted_loss():
     expect_e = sum(w[i] * per[i]["e"] for i in range(N) if tgt_cls[0, i] != 0) / 3
     torch.testing.assert_close(p1["cls"], expect_cls)
     torch.testing.assert_close(p1["e"], expect_e)
+    p1e = mlpf_loss(cls_logits, charge_logits, reg, tgt_cls, tgt_reg, mask, energy_weight_power=1.0, element_energy=energy)
+    w = torch.tensor([2.0, 1.0, 16.0, 1.0])  # the element's own energy floored at 1 GeV (the default source)
+    torch.testing.assert_close(p1e["cls"], sum(w[i] * per[i]["cls"] for i in range(N)) / N)
     with pytest.raises(ValueError, match="element_energy"):
         mlpf_loss(cls_logits, charge_logits, reg, tgt_cls, tgt_reg, mask, energy_weight_power=0.5)

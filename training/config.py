@@ -101,8 +101,12 @@ class LossConfig(_Section):
     charge_weight: float = Field(1.0, ge=0)
     reg_weight: float = Field(1.0, ge=0)
     energy_weight_power: float = Field(
-        0.0, ge=0, le=2, description="MLPF: weight each element's cls and regression terms by max(E, 1 GeV)^p "
-        "(E: the larger of measured and target energy); 0 = unweighted"
+        0.0, ge=0, le=2, description="MLPF: weight each element's cls and regression terms by max(E, 1 GeV)^p; "
+        "0 = unweighted"
+    )
+    energy_weight_source: Literal["element", "element_or_target"] = Field(
+        "element", description="MLPF energy weighting: E = the element's measured energy (unbiased), or the larger "
+        "of measured and target energy (biases energies up; kept to reproduce release-2 stage 1)"
     )
     nll_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the mean NLL over matched rows")
     eff_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the efficiency BCE over all rows")

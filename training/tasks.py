@@ -152,6 +152,7 @@ class MLPFTask(Task):
             "huber_delta": lc.huber_delta,
             "weights": (lc.cls_weight, lc.charge_weight, lc.reg_weight),
             "energy_weight_power": lc.energy_weight_power,
+            "energy_weight_source": lc.energy_weight_source,
         }
 
     def make_loader(self, paths: Sequence[str], *, train: bool) -> torch.utils.data.DataLoader:
