@@ -393,6 +393,7 @@ def zoo_release(
     ] = None,
     events: Annotated[int, typer.Option(help="test events used (0: all)")] = 0,
     seed: Annotated[int, typer.Option(help="flash-sim: seed of the sampling noise")] = 1,
+    checkpoint: Annotated[str, typer.Option(help="checkpoint of the run to release (best.pt: lowest validation loss)")] = "best.pt",
 ) -> None:
     """Release a trained model into zoo/NAME/VERSION with its recipe and physics metrics on held-out events.
 
@@ -411,7 +412,7 @@ def zoo_release(
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     cfg = config["model"]
     model = create_model(cfg["name"], **cfg.get("kwargs", {}))
-    model.load_state_dict(load_model_weights(run_dir / "best.pt"))
+    model.load_state_dict(load_model_weights(run_dir / checkpoint))
     test_files = expand_paths(test)
     data = read_events(test_files)
     data = data[:events] if events else data
@@ -433,7 +434,7 @@ def zoo_release(
     metrics["test_files"] = {str(p): sha256_of(p) for p in test_files}
     commands = [line.strip() for line in recipe.read_text().splitlines() if "generate" in line or " train " in line]
     dataset = {"recipe": str(recipe), "commands": commands}
-    release = create_release(run_dir, name, version, dataset, metrics)
+    release = create_release(run_dir, name, version, dataset, metrics, checkpoint=checkpoint)
     typer.echo(format_comparison(metrics))
     typer.echo(f"released {release.path}")
 

@@ -19,6 +19,7 @@ built from that element (``pf_trk_idx`` / ``pf_clu_idx``), with the classificati
 
 ``predict`` callables return ``{"cls_logits", "charge_logits", "regression"}`` flat per element (the runtime's
 ``Session.run_elements`` does; :func:`torch_predictor` wraps a PyTorch model, used for training snapshots).
+:func:`learning_curve` evaluates the snapshots a training run keeps (``snapshot_every_steps``) against events seen.
 The driver is ``python -m hepzoo.validation.diagnosis`` (see :func:`main`).
 """
 
@@ -217,6 +218,41 @@ def torch_predictor(model, batch_size: int = 16) -> Predict:
     return predict
 
 
+def learning_curve(run_dir, events: ak.Array, every: int = 1) -> list[dict]:
+    """Validation loss and jet/MET resolution against training events seen, from a training run's snapshots
+    (``snapshot_every_steps``): one row per snapshot (every ``every``-th), ``{step, events, val_total, jet_median,
+    jet_iqr_over_median, met_iqr_over_median}``, evaluated with the run's own model config on ``events``."""
+    import json
+    from pathlib import Path
+
+    from hepzoo.training.checkpoint import load_weights_file
+    from hepzoo.training.config import load_config
+    from hepzoo.training.loop import build_model
+
+    run = Path(run_dir)
+    model = build_model(load_config(run / "config.yaml").model)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    snaps = [r for r in records if "snapshot" in r][::every]
+    rows = []
+    for r in snaps:
+        model.load_state_dict(load_weights_file(run / r["snapshot"]))
+        res = diagnose(events, torch_predictor(model))["ablations"]["model"]
+        rows.append({"step": r["step"], "events": r["events"], "val_total": r["val"]["total"] if r["val"] else None,
+                     "jet_median": res["jet"]["median"], "jet_iqr_over_median": res["jet"]["iqr_over_median"],
+                     "met_iqr_over_median": res["met"]["iqr_over_median"]})  # fmt: skip
+    return rows
+
+
+def format_learning_curve(rows: list[dict], label: str) -> str:
+    lines = [f"### {label}", "", "| step | events seen | validation loss | jet median | jet IQR/median | MET IQR/median |",
+             "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        val = f"{r['val_total']:.4f}" if r["val_total"] is not None else "-"
+        lines.append(f"| {r['step']} | {r['events']} | {val} | {r['jet_median']:.3f} | {r['jet_iqr_over_median']:.3f} |"
+                     f" {r['met_iqr_over_median']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def format_diagnosis(result: dict, label: str) -> str:
     """Markdown tables of one diagnosis."""
     lines = [f"### {label} ({result['n_events']} events)", "", "| reconstruction | jet median | jet IQR/median |"
@@ -258,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", default=[], help="zoo release NAME or NAME/VERSION (repeatable)")
     ap.add_argument("--snapshot", action="append", default=[], help="training checkpoint or snapshot (.pt)")
     ap.add_argument("--config", help="training config of --snapshot (model section)")
+    ap.add_argument("--run", action="append", default=[], help="training run folder: learning curve of its snapshots")
     ap.add_argument("-n", type=int, default=1000, help="events to read")
     ap.add_argument("--json", help="write all results to this JSON file")
     args = ap.parse_args(argv)
@@ -279,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         results[path] = diagnose(events, torch_predictor(model))
     for label, res in results.items():
         print(format_diagnosis(res, label), "\n")
+    for run in args.run:
+        rows = learning_curve(run, events)
+        results[f"learning curve {run}"] = rows
+        print(format_learning_curve(rows, f"learning curve: {run}"), "\n")
     if args.json:
         from hepzoo.atomic import write_text_atomic
 
