@@ -136,6 +136,8 @@ JET_COLLECTIONS = ("gen", "genjet", "recojet")
 TRACK_COLLECTIONS = ("gen", "trk")
 # what the context alone needs (running a trained model on generator-level files: no reco collections)
 CONTEXT_COLLECTIONS = {"jet": ("gen", "genjet"), "track": ("gen",)}
+# the event scalars the context reads (checked against ``schema.SCALAR_POLICY`` with the collections)
+CONTEXT_SCALARS = {"jet": ("n_pileup",), "track": ()}
 
 _LEPTON_PIDS = (11, 13)
 _PHOTON_PID = 22

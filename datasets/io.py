@@ -41,7 +41,7 @@ import numpy as np
 import uproot
 
 from hepzoo.datasets import schema
-from hepzoo.datasets.dtypes import SchemaError, branch_dtype, cast_flat, dtype_ok
+from hepzoo.datasets.dtypes import SchemaError, branch_dtype, cast_flat, dtype_ok, first_violation
 from hepzoo.datasets.layouts import missing_tree_message
 from hepzoo.datasets.mapped import build_mapped, plan_mapped
 from hepzoo.datasets.mapping import BranchMapping
@@ -489,18 +489,28 @@ def iterate_events(
     collections: Sequence[str] | None = None,
     mapping: BranchMapping | None = None,
     strict: bool = False,
+    check_values: bool = False,
 ) -> Iterator[ak.Array]:
     """Stream chunks of at most ``step_size`` events (or a size such as ``"100 MB"``) from files/globs.
 
     Every file's metadata (tree, branches, dtypes, entries) is validated before the first chunk is yielded;
     counters are checked chunk by chunk as they are read. ``collections=None`` reads every schema collection
-    the file holds (with a mapping: every mapped one). Raises :class:`SchemaError`.
+    the file holds (with a mapping: every mapped one). ``check_values``: every chunk (after the mapping) must
+    follow the schema's value policy (``schema.VALUE_POLICY``), else an error naming file, branch, entry and
+    object. Raises :class:`SchemaError`.
     """
     files = _readers(paths, collections, mapping, strict)
     for f in files:
         reader = _FileReader(f, collections, mapping, strict)
         try:
-            yield from reader.iterate(step_size)
+            start = 0
+            for chunk in reader.iterate(step_size):
+                if check_values:
+                    found = first_violation(chunk, reader.prefixes, tuple(schema.SCALAR_POLICY))
+                    if found is not None:
+                        raise SchemaError(f"{f}: entry {start + found[0]}: {found[1]}")
+                start += len(chunk)
+                yield chunk
         finally:
             reader.close()
 

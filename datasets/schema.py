@@ -273,3 +273,142 @@ def all_branches() -> dict[str, np.dtype]:
     for coll in COLLECTIONS.values():
         out.update(coll.branches)
     return out
+
+
+# ---- value policy: the physical range of every input feature ---------------------------------------------------
+# Declared once, here; enforced by the runtime checks (MLPF element rows and the collections a model reads, before
+# any selection cut), by ``hepzoo run`` (``--on-bad-event error|skip``) and by the reader with ``check_values=True``.
+# Every value must be finite and within ``MAX_ABS_VALUE`` (GeV, mm; PDG ids excepted): beyond any collider measurement, so such
+# a value is corrupt or mis-mapped. Fields a rule below names have a tighter range on top.
+
+MAX_ABS_VALUE = 1e6
+MAX_ABS_ETA = 10.0  # detector objects (tracks reach |eta| 2.5, their calorimeter impact and HF clusters ~9.5)
+MAX_ABS_ETA_GEN = 30.0  # generator objects: a 7 TeV particle with pT 1e-9 GeV has |eta| ~ 30
+ANGLE_TOLERANCE = 1e-6  # float32 rounding of pi and of sin/cos at the edges of their ranges
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """The physical range of one feature (on top of finite and ``|x| <= MAX_ABS_VALUE``): ``low``/``high``
+    bounds (``positive``: ``> 0`` rather than ``>= low``), ``integer`` values, ``allowed`` values only, or
+    ``pdg``: a valid PDG id (integer; checked with the ``particle`` package where it is installed)."""
+
+    low: float | None = None
+    high: float | None = None
+    positive: bool = False
+    integer: bool = False
+    allowed: tuple[int, ...] | None = None
+    pdg: bool = False
+    what: str = ""  # how the messages name the rule, e.g. "phi in [-pi, pi]"
+
+    def tests(self, values: np.ndarray):
+        """Yield ``(bad mask, reason)`` for each part of the rule, in order (finite and magnitude first)."""
+        values = np.asarray(values)
+        if values.dtype.kind == "b" or values.size == 0:
+            return
+        x = values.astype(np.float64, copy=False)
+        finite = np.isfinite(x)
+        yield ~finite, "not a finite value"
+        if not self.pdg:  # PDG ids run past 1e6 (SUSY 1000022, nuclei 10LZZZAAAI): their validity bounds them
+            yield finite & (np.abs(x) > MAX_ABS_VALUE), f"|value| above {MAX_ABS_VALUE:g}, not a physical value"
+        if self.positive:
+            yield x <= 0, "must be > 0"
+        elif self.low == 0 and self.high is None:
+            yield x < 0, "negative, must be >= 0"
+        elif self.low is not None or self.high is not None:
+            lo = -np.inf if self.low is None else self.low
+            hi = np.inf if self.high is None else self.high
+            yield (x < lo) | (x > hi), f"outside the physical range ({self.what or f'[{lo:g}, {hi:g}]'})"
+        if self.integer or self.pdg or self.allowed is not None:
+            yield finite & (x != np.round(x)), "not an integer"
+        if self.allowed is not None:
+            yield finite & ~np.isin(x, np.array(self.allowed, dtype=np.float64)), (
+                f"not one of {self.what or ', '.join(map(str, self.allowed))}")
+        if self.pdg:
+            yield finite & (x == np.round(x)) & ~_valid_pdgids(x), "not a PDG particle id (particle package)"
+
+
+def _valid_pdgids(x: np.ndarray) -> np.ndarray:
+    """Per value: a valid PDG id (``particle.pdgid.is_valid``, one call per distinct value; True for every
+    integer when the ``particle`` package is not installed)."""
+    try:
+        from particle.pdgid import is_valid
+    except ImportError:  # pragma: no cover - particle is a dependency of the foreign layouts
+        return np.ones(x.shape, dtype=bool)
+    unique, inverse = np.unique(x, return_inverse=True)
+    ok = np.array([abs(u) < 2**31 and bool(is_valid(int(u))) for u in unique], dtype=bool)
+    return ok[inverse].reshape(x.shape)
+
+
+NON_NEGATIVE = ValueRule(low=0.0)
+POSITIVE = ValueRule(low=0.0, positive=True)
+COUNT = ValueRule(low=0.0, integer=True, what="a count, >= 0")
+COUNT_OR_UNKNOWN = ValueRule(low=-1.0, integer=True, what="a count >= 0, or -1: not stored by the producer")
+INDEX = ValueRule(low=-1.0, integer=True, what="an index, >= -1")
+ETA = ValueRule(low=-MAX_ABS_ETA, high=MAX_ABS_ETA, what=f"|eta| <= {MAX_ABS_ETA:g}")
+ETA_GEN = ValueRule(low=-MAX_ABS_ETA_GEN, high=MAX_ABS_ETA_GEN, what=f"|eta| <= {MAX_ABS_ETA_GEN:g}")
+PHI = ValueRule(low=-np.pi - ANGLE_TOLERANCE, high=np.pi + ANGLE_TOLERANCE, what="phi in [-pi, pi]")
+UNIT = ValueRule(low=-1 - ANGLE_TOLERANCE, high=1 + ANGLE_TOLERANCE, what="[-1, 1]")
+CHARGE = ValueRule(allowed=(-1, 0, 1), what="-1, 0, +1")
+TRACK_CHARGE = ValueRule(allowed=(-1, 1), what="-1, +1 (a track charge)")
+PDGID = ValueRule(pdg=True)
+FINITE = ValueRule()  # every other number: finite and |x| <= MAX_ABS_VALUE
+
+
+def _enum_rule(e: type[enum.IntEnum], exclude: tuple[int, ...] = ()) -> ValueRule:
+    values = tuple(int(v) for v in e if int(v) not in exclude)
+    return ValueRule(allowed=values, what=f"{e.__name__} {', '.join(map(str, values))}")
+
+
+_KINEMATICS_GEN = {"pt": NON_NEGATIVE, "eta": ETA_GEN, "phi": PHI, "e": NON_NEGATIVE, "m": NON_NEGATIVE}
+_JET = {"pt": POSITIVE, "phi": PHI, "m": NON_NEGATIVE, "n_const": COUNT}
+
+# collection prefix -> field -> rule (fields not named here: FINITE; bool fields: no rule)
+VALUE_POLICY: dict[str, dict[str, ValueRule]] = {
+    "gen": {"pid": PDGID, "charge": CHARGE, **_KINEMATICS_GEN, "elem_idx": INDEX},
+    "trk": {"pt": POSITIVE, "pt_err": NON_NEGATIVE, "eta": ETA, "phi": PHI, "p": POSITIVE, "charge": TRACK_CHARGE,
+            "eta_calo": ETA, "phi_calo": PHI, "n_hits": COUNT_OR_UNKNOWN, "muon_stations": COUNT, "gen_idx": INDEX},
+    "clu": {"layer": _enum_rule(ClusterLayer), "e": NON_NEGATIVE, "et": NON_NEGATIVE, "eta": ETA, "phi": PHI,
+            "e_ecal": NON_NEGATIVE, "e_hcal": NON_NEGATIVE, "sigma_eta": NON_NEGATIVE, "sigma_phi": NON_NEGATIVE,
+            "n_cells": COUNT, "gen_idx": INDEX},
+    "pf": {"pid": PDGID, "cls": _enum_rule(TargetClass, exclude=(int(TargetClass.NONE),)), "charge": CHARGE,
+           "pt": NON_NEGATIVE, "eta": ETA, "phi": PHI, "e": NON_NEGATIVE, "trk_idx": INDEX, "clu_idx": INDEX},
+    "tgt": {"cls": _enum_rule(TargetClass), "charge": CHARGE, "pt": NON_NEGATIVE, "eta": ETA_GEN, "sin_phi": UNIT,
+            "cos_phi": UNIT, "e": NON_NEGATIVE},
+    "genjet": {**_JET, "eta": ETA_GEN},
+    "recojet": {**_JET, "eta": ETA},
+}
+
+# event scalar -> rule (scalars not named here are not checked: identifiers, not features)
+SCALAR_POLICY: dict[str, ValueRule] = {
+    "n_pileup": COUNT_OR_UNKNOWN,  # foreign layouts without pile-up information: -1
+    "weight": FINITE,
+}
+
+# MLPF element row column -> rule (the columns are computed from trk_/clu_ fields, see ``ElementFeature``); tracks
+# also need charge -1 or +1 (TRACK_CHARGE), checked with the element type.
+ELEMENT_POLICY: dict[ElementFeature, ValueRule] = {
+    ElementFeature.TYPE: _enum_rule(ElementType),
+    ElementFeature.PT: NON_NEGATIVE,
+    ElementFeature.ETA: ETA,
+    ElementFeature.SIN_PHI: UNIT,
+    ElementFeature.COS_PHI: UNIT,
+    ElementFeature.E: NON_NEGATIVE,
+    ElementFeature.CHARGE: CHARGE,
+    ElementFeature.ETA_CALO: ETA,
+    ElementFeature.SIN_PHI_CALO: UNIT,
+    ElementFeature.COS_PHI_CALO: UNIT,
+    ElementFeature.PT_ERR: NON_NEGATIVE,
+    ElementFeature.N_HITS: COUNT_OR_UNKNOWN,  # Delphes tracks: -1
+    ElementFeature.MUON_STATIONS: COUNT,
+    ElementFeature.E_ECAL: NON_NEGATIVE,
+    ElementFeature.E_HCAL: NON_NEGATIVE,
+    ElementFeature.SIGMA_ETA: NON_NEGATIVE,
+    ElementFeature.SIGMA_PHI: NON_NEGATIVE,
+    ElementFeature.N_CELLS: COUNT,
+}
+
+
+def value_rule(prefix: str, field: str) -> ValueRule:
+    """The rule of field ``field`` of collection ``prefix`` (``FINITE`` where the policy names none)."""
+    return VALUE_POLICY.get(prefix, {}).get(field, FINITE)

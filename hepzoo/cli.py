@@ -209,6 +209,7 @@ def run_model(
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
     workers: Annotated[Optional[int], typer.Option(help="--dask local cluster: worker processes")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    on_bad_event: Annotated[str, typer.Option(help="an event whose input breaks the value policy (docs/input-checks.md): error (stop, one line) | skip (write it with no objects, list it in the run record)")] = "error",
 ) -> None:
     """Run a released model over ROOT event files: one output file per input, written atomically; re-runs skip
     completed outputs.
@@ -217,9 +218,10 @@ def run_model(
     """
     import time
 
-    from hepzoo.runtime.runfile import check_run_options, terminate_on_signals
+    from hepzoo.runtime.runfile import check_on_bad_event, check_run_options, terminate_on_signals
 
     check_run_options(seed, step_size, names=("--seed", "--step-size"))  # as arguments: before anything is read
+    check_on_bad_event(on_bad_event, "--on-bad-event")
     if scheduler is not None and not dask:
         raise ValueError("--scheduler is only used with --dask")
     if delphes and layout not in ("native", "delphes"):
@@ -235,18 +237,24 @@ def run_model(
         started = time.perf_counter()
         if dask:
             results = run_files_dask(session, input_, output, scheduler=scheduler, n_workers=workers, seed=seed,
-                                     step_size=step_size, overwrite=overwrite, mapping=mapping, show_progress=progress)
+                                     step_size=step_size, overwrite=overwrite, mapping=mapping, show_progress=progress,
+                                     on_bad_event=on_bad_event)
         else:
             results = run_files(session, input_, output, seed=seed, step_size=step_size, overwrite=overwrite,
-                                mapping=mapping, show_progress=progress)
+                                mapping=mapping, show_progress=progress, on_bad_event=on_bad_event)
     elapsed = time.perf_counter() - started
     done = [r for r in results if not r.skipped]
     n_events = sum(r.n_events for r in done)
     for r in results:
         state = "skipped (already complete)" if r.skipped else f"{r.n_events} events, {r.n_objects} objects"
-        typer.echo(f"  {r.input} -> {r.output}: {state}")
+        bad = f", {r.n_bad_skipped} bad events written with no objects" if on_bad_event == "skip" else ""
+        typer.echo(f"  {r.input} -> {r.output}: {state}{bad}")
     rate = f", {n_events / elapsed:.0f} events/s" if n_events and elapsed > 0 else ""
     typer.echo(f"{len(done)} files run, {len(results) - len(done)} skipped; {n_events} events in {elapsed:.1f} s{rate}")
+    if on_bad_event == "skip":
+        n_bad = sum(r.n_bad_skipped for r in results)
+        typer.echo(f"{n_bad} bad events skipped (written with no objects; entries and reasons in each output's "
+                   "hepzoo_run record)")
 
 
 @app.command()

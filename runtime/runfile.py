@@ -16,6 +16,12 @@ leaves a half-written output; temporaries of killed runs (named with their host 
 the output records the model (name, version, onnx sha256), backend, seed and the input's size/mtime/entries; a
 re-run skips outputs whose record matches (resumable) and refuses to replace one that does not unless
 ``overwrite``.
+
+Input values: every event's values of the collections (and event scalars) the model reads are checked against the
+schema's value policy (:mod:`hepzoo.datasets.schema`, ``VALUE_POLICY``) before the model runs. A violation is an
+error naming the file, the entries of the chunk, the event, the branch and the object (``on_bad_event="error"``,
+the default); with ``on_bad_event="skip"`` the event is written with no objects (still one output entry per input
+event, in order) and listed in the record under ``skipped_events`` (``entry`` and ``reason``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from hepzoo.atomic import remove_stale_temporaries, temporary_path
 from hepzoo.datasets import io, schema
 from hepzoo.datasets.mapping import BranchMapping
 
+from .checks import bad_events, check_collections
 from .limits import EventTooLarge, check_file_sizes
 
 if TYPE_CHECKING:
@@ -62,6 +69,7 @@ class FileResult:
     n_objects: int
     skipped: bool
     seconds: float
+    n_bad_skipped: int = 0  # events whose input broke the value policy, written with no objects (on_bad_event="skip")
 
 
 def output_collection(session: Session) -> str:
@@ -75,6 +83,40 @@ def input_collections(session: Session) -> tuple[str, ...]:
     from hepzoo.datasets.flashsim_data import CONTEXT_COLLECTIONS
 
     return CONTEXT_COLLECTIONS[session.flash_kind]
+
+
+def input_scalars(session: Session) -> tuple[str, ...]:
+    """The event scalars a model reads as features (checked against the value policy with its collections)."""
+    if session.card.family == "mlpf":
+        return ()
+    from hepzoo.datasets.flashsim_data import CONTEXT_SCALARS
+
+    return CONTEXT_SCALARS[session.flash_kind]
+
+
+ON_BAD_EVENT = ("error", "skip")
+
+
+def check_on_bad_event(on_bad_event: Any, name: str = "on_bad_event") -> None:
+    if on_bad_event not in ON_BAD_EVENT:
+        raise ValueError(f"{name} {on_bad_event!r}: choose one of {', '.join(ON_BAD_EVENT)}")
+
+
+def _without_objects(chunk: ak.Array, events: Sequence[int], prefixes: Sequence[str], scalars: Sequence[str]) -> ak.Array:
+    """``chunk`` with ``events`` emptied: no objects in ``prefixes``, ``scalars`` zeroed (what the model sees)."""
+    drop = np.zeros(len(chunk), dtype=bool)
+    drop[list(events)] = True
+    for p in prefixes:
+        if p in chunk.fields:
+            coll = chunk[p]
+            keep = ak.Array(np.where(drop, 0, ak.to_numpy(ak.num(coll, axis=1))))
+            chunk = ak.with_field(chunk, coll[ak.local_index(coll, axis=1) < keep], p)
+    for k in scalars:
+        if k in chunk.fields:
+            values = ak.to_numpy(chunk[k]).copy()
+            values[drop] = 0
+            chunk = ak.with_field(chunk, values, k)
+    return chunk
 
 
 MAX_SEED = 2**63 - 1  # the seed is written as an int64 branch
@@ -148,14 +190,17 @@ def _input_identity(path: Path, n_entries: int) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "entries": n_entries}
 
 
-def _run_record(session: Session, input_path: Path, n_entries: int, seed: int | None) -> dict[str, Any]:
-    return {
+def _run_record(session: Session, input_path: Path, n_entries: int, seed: int | None, on_bad_event: str) -> dict[str, Any]:
+    record = {
         "model": session.name,
         "version": session.version,
         "onnx_sha256": session.card.onnx.sha256,
         "seed": seed,
         "input": _input_identity(input_path, n_entries),
     }
+    if on_bad_event != "error":  # records of runs that refuse bad events stay as they were
+        record["on_bad_event"] = on_bad_event
+    return record
 
 
 def read_run_record(path: str | os.PathLike) -> dict[str, Any]:
@@ -180,7 +225,8 @@ def read_output(path: str | os.PathLike) -> ak.Array:
 
 def _same_run(record: dict[str, Any], expected: dict[str, Any]) -> bool:
     keys = ("model", "version", "onnx_sha256", "seed", "input")
-    return record.get("complete") is True and all(record.get(k) == expected[k] for k in keys)
+    same_mode = record.get("on_bad_event", "error") == expected.get("on_bad_event", "error")
+    return record.get("complete") is True and same_mode and all(record.get(k) == expected[k] for k in keys)
 
 
 def _identifiers(chunk: ak.Array, first_entry: int) -> dict[str, np.ndarray]:
@@ -242,14 +288,17 @@ def run_file(
     overwrite: bool = False,
     mapping: BranchMapping | None = None,
     progress: Any = None,
+    on_bad_event: str = "error",
 ) -> FileResult:
     """Run ``session`` over one event file into ``output`` (a ``.root`` path); see the module docstring.
 
     ``seed`` is required for flash-sim models and refused for MLPF. ``progress``: a tqdm bar to advance by
     the number of events read. Errors name the input file and the entries of the failing chunk.
+    ``on_bad_event``: ``"error"`` or ``"skip"`` (see the module docstring).
     """
     started = time.perf_counter()
     check_run_options(seed, step_size)
+    check_on_bad_event(on_bad_event)
     input_path, output = Path(input_path), Path(output)
     _refuse_input_as_output([input_path], output)
     generative = session.card.family == "flashsim"
@@ -258,13 +307,14 @@ def run_file(
     if not generative and seed is not None:
         raise ValueError(f"a seed is for generative (flash-sim) models; {session.name} is deterministic")
     n_entries = io.num_entries(input_path, mapping=mapping)
-    record = _run_record(session, input_path, n_entries, seed)
+    record = _run_record(session, input_path, n_entries, seed, on_bad_event)
     if output.exists():
         previous = read_run_record(output)
         if _same_run(previous, record):
             if progress is not None:
                 progress.update(n_entries)
-            return FileResult(str(input_path), str(output), n_entries, int(previous.get("n_objects", 0)), True, 0.0)
+            return FileResult(str(input_path), str(output), n_entries, int(previous.get("n_objects", 0)), True, 0.0,
+                              len(previous.get("skipped_events", [])))
         if not overwrite:
             raise FileExistsError(
                 f"{output} exists but was not made by this run (model, seed or input differ, or it is not a "
@@ -275,15 +325,24 @@ def run_file(
     remove_stale_temporaries(output.parent)  # left by killed runs (their writer process is gone)
     writer = _AtomicTree(output)
     n_events = n_objects = 0
+    skipped: list[dict[str, Any]] = []
+    prefixes, scalars = input_collections(session), input_scalars(session)
     try:
-        chunks = io.iterate_events(input_path, step_size=step_size, collections=input_collections(session), mapping=mapping)
+        chunks = io.iterate_events(input_path, step_size=step_size, collections=prefixes, mapping=mapping)
         for chunk in chunks:
             first = n_events
             try:
+                model_input = chunk
+                if on_bad_event == "skip":
+                    bad = bad_events(chunk, prefixes, scalars)
+                    skipped += [{"entry": first + i, "reason": reason} for i, reason in bad.items()]
+                    model_input = _without_objects(chunk, list(bad), prefixes, scalars) if bad else chunk
                 if generative:
-                    objects = session.run(chunk, seed=seed, first_entry=first)
+                    objects = session.run(model_input, seed=seed, first_entry=first)
                 else:
-                    objects = session.run(chunk, first_entry=first)
+                    objects = session.run(model_input, first_entry=first)
+                if on_bad_event == "error":  # what the model's own checks do not see (e.g. MLPF input phi): the
+                    check_collections(chunk, prefixes, first, scalars)  # chunk is refused before it is written
             except ValueError as error:
                 kind = EventTooLarge if isinstance(error, EventTooLarge) else ValueError
                 raise kind(f"{input_path}: entries {first}-{first + len(chunk) - 1}: {error}") from error
@@ -298,12 +357,16 @@ def run_file(
                 progress.update(len(chunk))
         if n_events != n_entries:
             raise RuntimeError(f"{input_path}: read {n_events} events but the file has {n_entries}")
-        writer.commit({**record, "complete": True, "n_events": n_events, "n_objects": n_objects,
-                       "backend": session.backend_name, "collection": collection})
+        final = {**record, "complete": True, "n_events": n_events, "n_objects": n_objects,
+                 "backend": session.backend_name, "collection": collection}
+        if on_bad_event == "skip":
+            final["skipped_events"] = skipped
+        writer.commit(final)
     except BaseException:
         writer.abort()
         raise
-    return FileResult(str(input_path), str(output), n_events, n_objects, False, time.perf_counter() - started)
+    return FileResult(str(input_path), str(output), n_events, n_objects, False, time.perf_counter() - started,
+                      len(skipped))
 
 
 def _plan(
@@ -347,9 +410,11 @@ def run_files(
     overwrite: bool = False,
     mapping: BranchMapping | None = None,
     show_progress: bool = False,
+    on_bad_event: str = "error",
 ) -> list[FileResult]:
     """Run over every file matching ``inputs`` (paths or globs), one output per input (see :func:`output_path_for`)."""
     check_run_options(seed, step_size)
+    check_on_bad_event(on_bad_event)
     pairs, total = _plan(inputs, output, session, mapping)
     from tqdm import tqdm
 
@@ -358,7 +423,7 @@ def run_files(
         for input_path, output_path in pairs:
             results.append(
                 run_file(session, input_path, output_path, seed=seed, step_size=step_size, overwrite=overwrite,
-                         mapping=mapping, progress=bar)
+                         mapping=mapping, progress=bar, on_bad_event=on_bad_event)
             )
     return results
 
@@ -382,6 +447,7 @@ def run_files_dask(
     overwrite: bool = False,
     mapping: BranchMapping | None = None,
     show_progress: bool = False,
+    on_bad_event: str = "error",
 ) -> list[FileResult]:
     """:func:`run_files` with one Dask task per input file, on ``scheduler`` (an address) or a local cluster.
 
@@ -391,8 +457,10 @@ def run_files_dask(
     from dask.distributed import Client, LocalCluster, as_completed
 
     check_run_options(seed, step_size)
+    check_on_bad_event(on_bad_event)
     pairs, _ = _plan(inputs, output, session, mapping)
-    options = {"seed": seed, "step_size": step_size, "overwrite": overwrite, "mapping": mapping}  # cloudpickled
+    options = {"seed": seed, "step_size": step_size, "overwrite": overwrite, "mapping": mapping,
+               "on_bad_event": on_bad_event}  # cloudpickled
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=n_workers or min(len(pairs), os.cpu_count() or 1), threads_per_worker=1,

@@ -283,6 +283,7 @@ class Session:
 
         features, offsets = element_features(events)
         check_track_charges(features, offsets, self.card.inputs[0].feature_names, first_entry)
+        check_elements(features, offsets, self.card.inputs[0].feature_names, first_entry, full=True)
         out = self.run_elements(features, offsets, first_event=first_entry, **kwargs)
         candidates = self.candidates(out, offsets, probabilities=probabilities, keep_empty=keep_empty)
         check_outputs(candidates, first_entry, self.name)
@@ -414,11 +415,12 @@ class Session:
     def flash_objects(self, events: ak.Array, seed: int, first_entry: int = 0) -> ak.Array:
         """Generator objects of ``events`` -> per-event lists of flash-reconstructed objects (matched only),
         in physical units, with their ``efficiency``; see :func:`hepzoo.datasets.flashsim_data.reconstruct`.
-        Every generator object is checked (finite, physical; :func:`hepzoo.runtime.checks.check_collections`)
-        before the table's selection cuts, so a bad object is an error, never a silently dropped one."""
-        from hepzoo.datasets.flashsim_data import CONTEXT_COLLECTIONS, KINDS, reconstruct
+        Every generator object is checked against the schema's value policy
+        (:func:`hepzoo.runtime.checks.check_collections`) before the table's selection cuts, so a bad object is an error, never a silently dropped one."""
+        from hepzoo.datasets.flashsim_data import CONTEXT_COLLECTIONS, CONTEXT_SCALARS, KINDS, reconstruct
 
-        check_collections(events, CONTEXT_COLLECTIONS[self.flash_kind], first_entry)  # before any selection cut
+        kind = self.flash_kind
+        check_collections(events, CONTEXT_COLLECTIONS[kind], first_entry, CONTEXT_SCALARS[kind])  # before any cut
         table_of, _ = KINDS[self.flash_kind]
         table = table_of(events)
         result = self.sample_events(table["context"], table["event_index"], len(events), seed, first_entry)
@@ -501,6 +503,7 @@ class Session:
             request.as_candidates = True
             payload, offsets = element_features(events)
             check_track_charges(payload, offsets, self.card.inputs[0].feature_names, 0)
+            check_elements(payload, offsets, self.card.inputs[0].feature_names, 0, full=True)
         x = np.array(payload, dtype=np.float32)  # always a copy: the caller may reuse its buffer after submit
         n_features = self.card.inputs[0].shape[-1]
         if x.ndim != 2 or (isinstance(n_features, int) and x.shape[1] != n_features):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 import pytest
 
@@ -22,7 +23,19 @@ from hepzoo.export.zoo import find_release  # noqa: E402
 from hepzoo.runtime import Session  # noqa: E402
 from hepzoo.runtime.limits import EventTooLarge  # noqa: E402
 
-from test_runtime import _events, _features  # noqa: E402
+from test_runtime import _events as _raw_events  # noqa: E402
+from test_runtime import _features  # noqa: E402
+
+
+def _events(counts_trk, counts_clu, seed=0):
+    """test_runtime's events with their angles wrapped into [-pi, pi] (hepzoo run checks the value policy)."""
+    events = _raw_events(counts_trk, counts_clu, seed)
+    for prefix, fields in {"trk": ("phi", "phi_calo"), "clu": ("phi",)}.items():
+        coll = events[prefix]
+        for f in fields:
+            coll = ak.with_field(coll, (coll[f] + np.pi) % (2 * np.pi) - np.pi, f)
+        events = ak.with_field(events, coll, prefix)
+    return events
 
 LIMIT = 40
 

@@ -30,6 +30,7 @@ def mlpf():
         (EF.PT, 1e38, r"event 1: element 2 .*has pt = 1e\+38: \|value\| above 1e\+06"),
         (EF.E, 2e6, r"event 1: element 2 .*has e = 2e\+06: \|value\| above"),
         (EF.ETA, -1e30, r"event 1: element 2 .*has eta = -1e\+30: \|value\| above"),
+        (EF.SIGMA_ETA, -0.1, r"event 1: element 2 .*has sigma_eta = -0.1: negative"),
     ],
 )
 def test_unphysical_element_values_refused(mlpf, feature, value, message):
@@ -42,8 +43,30 @@ def test_unphysical_element_values_refused(mlpf, feature, value, message):
     one = x[off[1] : off[2]]
     with pytest.raises(ValueError, match=message.replace("event 1", "event 0")):
         mlpf.submit(one).result()
-    x[off[1] + 2, feature] = abs(value) if abs(value) <= 1e6 else 1e3  # the same input made physical runs
+    x[off[1] + 2, feature] = abs(value) if abs(value) < 10 else 2.0  # made physical: runs
     assert mlpf.run_elements(x, off)["regression"].shape == (len(x), 5)
+
+
+@pytest.mark.parametrize(
+    "prefix, field, value, message",
+    [
+        ("clu", "eta", 12.0, r"event 1: element 4 \((ecal|hcal|hf) cluster\) has eta = 12: outside the physical range \(\|eta\| <= 10\)"),
+        ("clu", "n_cells", 2.5, r"event 1: element 4 .*has n_cells = 2.5: not an integer"),
+        ("trk", "muon_stations", -2, r"event 1: element 1 \(track\) has muon_stations = -2: negative, must be >= 0"),
+    ],
+)
+def test_event_inputs_held_to_the_whole_element_policy(mlpf, prefix, field, value, message):
+    """Rows computed from events meet every rule of schema.ELEMENT_POLICY (raw rows: finite, magnitude, sign)."""
+    events = _events([2, 3, 1], [1, 2, 2], seed=3)
+    coll = events[prefix]
+    counts = ak.num(coll, axis=1)
+    flat = ak.to_numpy(ak.flatten(coll[field])).astype(np.float64 if isinstance(value, float) else np.int32)
+    flat[int(counts[0]) + 1] = value
+    bad = ak.with_field(events, ak.with_field(coll, ak.unflatten(flat, counts), field), prefix)
+    with pytest.raises(ValueError, match=message):
+        mlpf.run(bad)
+    with pytest.raises(ValueError, match=message.replace("event 1", "event 0")):
+        mlpf.submit(bad[1]).result()
 
 
 def _with_track_charge(events: ak.Array, event: int, track: int, value) -> ak.Array:
