@@ -303,7 +303,7 @@ class _FileReader:
             self._file = uproot.open(self.path)
         except Exception as err:  # noqa: BLE001 - uproot raises many types for corrupt input
             raise SchemaError(
-                f"{self.path}: cannot open as a ROOT file (truncated or corrupt?): {type(err).__name__}: {err}"
+                f"{self.path}: cannot open as a ROOT file (truncated or corrupt?): {type(err).__name__}: {' '.join(str(err).split())}"
             ) from err
         try:
             size, end = self.path.stat().st_size, int(getattr(self._file.file, "fEND", 0))
@@ -314,7 +314,7 @@ class _FileReader:
                 classes = self._file.classnames(cycle=False)
             except Exception as err:  # noqa: BLE001
                 raise SchemaError(
-                    f"{self.path}: cannot read the ROOT directory (truncated or corrupt?): {type(err).__name__}: {err}"
+                    f"{self.path}: cannot read the ROOT directory (truncated or corrupt?): {type(err).__name__}: {' '.join(str(err).split())}"
                 ) from err
             if tree_name not in keys or not classes.get(tree_name, "").startswith("TTree"):
                 raise SchemaError(missing_tree_message(self.path, tree_name, classes, mapping))
@@ -324,7 +324,7 @@ class _FileReader:
                 self.num_entries = int(self.tree.num_entries)
             except Exception as err:  # noqa: BLE001
                 raise SchemaError(
-                    f"{self.path}: cannot read TTree {tree_name!r} (truncated or corrupt?): {type(err).__name__}: {err}"
+                    f"{self.path}: cannot read TTree {tree_name!r} (truncated or corrupt?): {type(err).__name__}: {' '.join(str(err).split())}"
                 ) from err
             if self.num_entries == 0:
                 raise SchemaError(f"{self.path}: TTree {tree_name!r} has 0 entries")
@@ -412,7 +412,7 @@ class _FileReader:
             except Exception as err:  # noqa: BLE001 - wrap any decompression/deserialization failure
                 raise SchemaError(
                     f"{self.path}: failed reading TTree {self.tree.name!r} after entry {entry_start} "
-                    f"(truncated or corrupt file?): {type(err).__name__}: {err}"
+                    f"(truncated or corrupt file?): {type(err).__name__}: {' '.join(str(err).split())}"
                 ) from err
             arrays = {k.split("/")[-1]: v for k, v in arrays.items()}
             start = int(report.tree_entry_start)

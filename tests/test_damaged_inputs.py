@@ -124,3 +124,43 @@ def test_damaged_inputs_fail_on_one_line_or_change_nothing(layout, events, tmp_p
             table.append((name, "error"))
     print(f"{layout}: " + ", ".join(f"{n}={k}" for n, k in table))  # the damaged-input table (pytest -s)
     assert sum(kind == "error" for _, kind in table) >= 8, table  # the value and file-level damage is refused
+
+
+def _read(path, layout):
+    from hepzoo.datasets.layouts import layout_mapping
+
+    return io.read_events(path, mapping=layout_mapping(layout), collections=["gen", "genjet"], check_values=True,
+                          step_size=4)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_reader_damaged_inputs_fail_on_one_line_or_read_identically(layout, events, tmp_path):
+    """The reader with the value policy (check_values=True) over the same seeded cases: one-line SchemaError/
+    OSError/ValueError, or events identical to the undamaged file's; never another exception (a traceback)."""
+    good = _write(layout, tmp_path / "good.root", events)
+    reference = _read(good, layout)
+    row = {"cases": 0, "one-line errors": 0, "identical": 0, "silent changes": 0, "tracebacks": 0, "leftovers": 0}
+    for name, override, damage in _cases(events, np.random.default_rng([SEED, len(layout)])):
+        case_dir = tmp_path / name
+        case_dir.mkdir()
+        path = case_dir / "in.root"
+        if override is not None:
+            _write(layout, path, events, override)
+        else:
+            path.write_bytes(damage(good.read_bytes()))
+        row["cases"] += 1
+        try:
+            got = _read(path, layout)
+        except (ValueError, OSError) as error:  # SchemaError is a ValueError
+            one_line = len(str(error).splitlines()) == 1
+            row["one-line errors" if one_line else "tracebacks"] += 1
+            assert one_line, (layout, name, str(error))
+        except Exception as error:  # noqa: BLE001 - anything else would reach the user as a traceback
+            raise AssertionError(f"{layout}/{name}: {type(error).__name__}: {error}") from error
+        else:
+            same = all(ak.array_equal(got[p][f], reference[p][f]) for p in ("gen", "genjet") for f in reference[p].fields)
+            row["identical" if same else "silent changes"] += 1
+        row["leftovers"] += len([p for p in case_dir.iterdir() if p.name != "in.root"])
+    print(f"reader/{layout}: {row}")  # the damaged-input table (pytest -s)
+    assert row["silent changes"] == 0 and row["tracebacks"] == 0 and row["leftovers"] == 0, row
+    assert row["one-line errors"] + row["identical"] == row["cases"] and row["one-line errors"] >= 8, row
