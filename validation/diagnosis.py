@@ -235,7 +235,8 @@ def learning_curve(run_dir, events: ak.Array, every: int = 1) -> list[dict]:
     snaps = [r for r in records if "snapshot" in r][::every]
     rows = []
     for r in snaps:
-        model.load_state_dict(load_weights_file(run / r["snapshot"]))
+        snap = run / r["snapshot"]  # logged relative to the run folder (older runs: as given at the time)
+        model.load_state_dict(load_weights_file(snap if snap.is_file() else Path(r["snapshot"])))
         res = diagnose(events, torch_predictor(model))["ablations"]["model"]
         rows.append({"step": r["step"], "events": r["events"], "val_total": r["val"]["total"] if r["val"] else None,
                      "jet_median": res["jet"]["median"], "jet_iqr_over_median": res["jet"]["iqr_over_median"],
