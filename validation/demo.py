@@ -125,7 +125,8 @@ def _flashsim_sessions() -> dict:
 
 def _run_zoo(events_file: Path, out_dir: Path, seed: int) -> dict[str, dict]:
     """Every exported zoo release over ``events_file`` through the runtime, as ``hepzoo run`` does
-    (ROOT in, ROOT out); returns per model the run summary and the output read back."""
+    (ROOT in, ROOT out, one folder per release: ``out_dir/<name>-<version>/``, so that two versions of a model
+    do not write the same file); returns per model the run summary and the output read back."""
     import time
 
     from hepzoo.export.zoo import list_releases
@@ -139,7 +140,8 @@ def _run_zoo(events_file: Path, out_dir: Path, seed: int) -> dict[str, dict]:
         session = Session.load(release.path)
         generative = session.card.family == "flashsim"
         started = time.perf_counter()
-        (result,) = run_files(session, events_file, out_dir, seed=seed if generative else None, overwrite=True)
+        folder = out_dir / f"{release.name}-{release.version}"
+        (result,) = run_files(session, events_file, folder, seed=seed if generative else None, overwrite=True)
         seconds = time.perf_counter() - started
         runs[f"{release.name}/{release.version}"] = {
             "family": session.card.family,
