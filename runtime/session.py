@@ -155,7 +155,7 @@ class Session:
             return self.card.max_elements
         from hepzoo.export.card import default_max_elements
 
-        return default_max_elements(self.card.provenance.model) if self.card.family == "mlpf" else None
+        return default_max_elements(self.card.provenance.model)  # None for models without a limit (flash-sim)
 
     def __repr__(self) -> str:
         return f"Session({self.card.name!r}, version={self.card.version!r}, backend={self.backend_name!r})"

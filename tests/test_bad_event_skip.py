@@ -13,6 +13,8 @@ pytest.importorskip("onnxruntime")
 from hepzoo.datasets import io, schema  # noqa: E402
 from hepzoo.runtime.runfile import read_output, read_run_record  # noqa: E402
 
+from damage import set_value
+
 N_EVENTS = 6
 
 
@@ -22,14 +24,6 @@ def _cli(args):
     from hepzoo.cli import app
 
     return CliRunner().invoke(app, ["run", *args, "--no-progress"])
-
-
-def _set(events: ak.Array, prefix: str, field: str, event: int, k: int, value) -> ak.Array:
-    coll = events[prefix]
-    counts = ak.num(coll, axis=1)
-    flat = ak.to_numpy(ak.flatten(coll[field])).copy()
-    flat[int(ak.sum(counts[:event])) + k] = value
-    return ak.with_field(events, ak.with_field(coll, ak.unflatten(flat, counts), field), prefix)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def files(tmp_path_factory):
     generate(GenerationConfig(SourceSpec("ttbar"), n_events=N_EVENTS, seed=1717, chunk_size=N_EVENTS), good, progress=False)
     events = io.read_events(good)
     assert ak.num(events.trk, axis=1)[2] > 0 and ak.num(events.gen, axis=1)[4] > 1
-    broken = _set(_set(events, "trk", "pt", 2, 0, -3.0), "gen", "phi", 4, 1, 7.0)
+    broken = set_value(set_value(events, "trk", "pt", 2, 0, -3.0), "gen", "phi", 4, 1, 7.0)
     bad = folder / "bad.root"
     with io.EventWriter(bad) as writer:
         writer.write(broken)

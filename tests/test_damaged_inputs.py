@@ -12,6 +12,7 @@ import pytest
 from hepzoo.datasets import io
 from hepzoo.datasets.mapping import DELPHES_MAPPING
 
+from damage import bit_flipper, edit_flat
 from foreign_files import generator_events, write_delphes_uproot, write_nanoaod_uproot
 
 SEED = 17
@@ -51,23 +52,17 @@ def _write(layout, path, events, override=None):
     return path
 
 
-def _edit(values: ak.Array, dtype, row: int, value) -> ak.Array:
-    flat = ak.to_numpy(ak.flatten(values)).astype(dtype)
-    flat[row] = value
-    return ak.unflatten(flat, ak.num(values))
-
-
 def _cases(events, rng):
     """(name, override of Particle fields or None, byte-level damage or None)."""
     n = int(ak.sum(ak.num(events["pt"])))
     row = int(rng.integers(0, n))
     cases = [
-        ("nan-pt", {"PT": _edit(events["pt"], np.float32, row, np.nan)}, None),
-        ("inf-pt", {"PT": _edit(events["pt"], np.float32, row, np.inf)}, None),
-        ("huge-pt", {"PT": _edit(events["pt"], np.float32, row, 3e38)}, None),
-        ("negative-pt", {"PT": _edit(events["pt"], np.float32, row, -20.0)}, None),
-        ("int8-pt", {"PT": _edit(events["pt"], np.int8, row, 1)}, None),
-        ("fractional-pid", {"PID": _edit(events["pid"], np.float32, row, 211.5)}, None),
+        ("nan-pt", {"PT": edit_flat(events["pt"], row, np.nan, np.float32)}, None),
+        ("inf-pt", {"PT": edit_flat(events["pt"], row, np.inf, np.float32)}, None),
+        ("huge-pt", {"PT": edit_flat(events["pt"], row, 3e38, np.float32)}, None),
+        ("negative-pt", {"PT": edit_flat(events["pt"], row, -20.0, np.float32)}, None),
+        ("int8-pt", {"PT": edit_flat(events["pt"], row, 1, np.int8)}, None),
+        ("fractional-pid", {"PID": edit_flat(events["pid"], row, 211.5, np.float32)}, None),
         ("empty-file", None, lambda data: b""),
         ("not-root", None, lambda data: b"col1,col2\n1,2\n" * 50),
     ]
@@ -75,14 +70,19 @@ def _cases(events, rng):
         cut = int(rng.integers(64, 4000))
         cases.append((f"truncated-{k}", None, lambda data, cut=cut: data[: len(data) - cut]))
     for k in range(6):
-        def flip(data, seed=int(rng.integers(0, 2**31))):
-            r = np.random.default_rng(seed)
-            buf = bytearray(data)
-            pos = int(r.integers(0, len(buf)))
-            buf[pos] ^= 1 << int(r.integers(0, 8))
-            return bytes(buf)
-        cases.append((f"bitflip-{k}", None, flip))
+        cases.append((f"bitflip-{k}", None, bit_flipper(int(rng.integers(0, 2**31)))))
     return cases
+
+
+def _case_file(case_dir, layout, events, good, override, damage):
+    """Write one case's damaged input ``case_dir/in.root``: re-written with ``override``, or ``good``'s bytes damaged."""
+    case_dir.mkdir()
+    path = case_dir / "in.root"
+    if override is not None:
+        _write(layout, path, events, override)
+    else:
+        path.write_bytes(damage(good.read_bytes()))
+    return case_dir, path
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +100,7 @@ def test_damaged_inputs_fail_on_one_line_or_change_nothing(layout, events, tmp_p
     reference = read_output(tmp_path / "good_out.root")
     table = []
     for name, override, damage in _cases(events, np.random.default_rng([SEED, len(layout)])):
-        case_dir = tmp_path / name
-        case_dir.mkdir()
-        path = case_dir / "in.root"
-        if override is not None:
-            _write(layout, path, events, override)
-        else:
-            path.write_bytes(damage(good.read_bytes()))
+        case_dir, path = _case_file(tmp_path / name, layout, events, good, override, damage)
         out = case_dir / "out"
         result = _run(path, out, layout)
         lines = [line for line in result.output.splitlines() if line.strip()]
@@ -141,13 +135,7 @@ def test_reader_damaged_inputs_fail_on_one_line_or_read_identically(layout, even
     reference = _read(good, layout)
     row = {"cases": 0, "one-line errors": 0, "identical": 0, "silent changes": 0, "tracebacks": 0, "leftovers": 0}
     for name, override, damage in _cases(events, np.random.default_rng([SEED, len(layout)])):
-        case_dir = tmp_path / name
-        case_dir.mkdir()
-        path = case_dir / "in.root"
-        if override is not None:
-            _write(layout, path, events, override)
-        else:
-            path.write_bytes(damage(good.read_bytes()))
+        case_dir, path = _case_file(tmp_path / name, layout, events, good, override, damage)
         row["cases"] += 1
         try:
             got = _read(path, layout)

@@ -11,6 +11,7 @@ import pytest
 
 from hepzoo.datasets import io
 
+from damage import bit_flipper, edit_flat
 from test_io import schema_arrays, write_raw
 
 SEED = 23
@@ -35,13 +36,6 @@ def _run(path, out):
     return CliRunner().invoke(app, ["run", "mlpf-gnnlsh", "-i", str(path), "-o", str(out), "--no-progress"])
 
 
-def _edit(values: ak.Array, row: int, value, dtype=None) -> ak.Array:
-    flat = ak.to_numpy(ak.flatten(values)).copy()
-    flat = flat.astype(dtype) if dtype is not None else flat
-    flat[row] = value
-    return ak.unflatten(flat, ak.num(values))
-
-
 def _cases(chunk: ak.Array, rng):
     """(name, function writing the damaged file from (good path, out path))."""
     n_trk = int(ak.sum(ak.num(chunk.trk)))
@@ -52,7 +46,7 @@ def _cases(chunk: ak.Array, rng):
         def write(good, path):
             coll = chunk[prefix]
             fields = {f: coll[f] for f in coll.fields}
-            fields[name] = _edit(coll[name], row, value, dtype)
+            fields[name] = edit_flat(coll[name], row, value, dtype)
             write_raw(path, "events", schema_arrays(chunk, override={prefix: ak.zip(fields)}),
                       field_name=lambda o, i: f"{o}_{i}", counter_name=lambda o: f"n{o}")  # fmt: skip
         return write
@@ -83,13 +77,7 @@ def _cases(chunk: ak.Array, rng):
         cut = int(rng.integers(64, 4000))
         cases.append((f"truncated-{k}", raw_bytes(lambda data, cut=cut: data[: len(data) - cut])))
     for k in range(4):
-        def flip(data, seed=int(rng.integers(0, 2**31))):
-            r = np.random.default_rng(seed)
-            buf = bytearray(data)
-            pos = int(r.integers(0, len(buf)))
-            buf[pos] ^= 1 << int(r.integers(0, 8))
-            return bytes(buf)
-        cases.append((f"bitflip-{k}", raw_bytes(flip)))
+        cases.append((f"bitflip-{k}", raw_bytes(bit_flipper(int(rng.integers(0, 2**31))))))
     return cases
 
 

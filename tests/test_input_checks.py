@@ -14,6 +14,8 @@ from hepzoo.runtime import Session  # noqa: E402
 
 from test_runtime import _events, _features  # noqa: E402
 
+from damage import set_value
+
 EF = schema.ElementFeature
 
 
@@ -130,14 +132,6 @@ def _gen_events(n_events: int = 6, seed: int = 0) -> ak.Array:
     return io.events_to_awkward(evs)
 
 
-def _set(events: ak.Array, prefix: str, field: str, event: int, k: int, value) -> ak.Array:
-    coll = events[prefix]
-    counts = ak.num(coll, axis=1)
-    flat = ak.to_numpy(ak.flatten(coll[field])).copy()
-    flat[int(ak.sum(counts[:event])) + k] = value
-    return ak.with_field(events, ak.with_field(coll, ak.unflatten(flat, counts), field), prefix)
-
-
 @pytest.fixture(scope="module")
 def flashjet():
     return Session.load("flashsim-jet")
@@ -152,7 +146,7 @@ def test_flashsim_bad_generator_object_is_an_error_not_a_dropped_jet(flashjet, p
     events = _gen_events()
     good = flashjet.run(events, seed=1)
     assert len(good) == len(events)
-    bad = _set(events, prefix, field, 4, 1, value)
+    bad = set_value(events, prefix, field, 4, 1, value)
     with pytest.raises(ValueError, match=rf"event 14: {prefix}_{field} of object 1 is {re_escape(shown)}: "):
         flashjet.run(bad, seed=1, first_entry=10)
 
@@ -166,7 +160,7 @@ def re_escape(text: str) -> str:
 def test_flashsim_run_file_refuses_bad_generator_jet_and_writes_nothing(flashjet, tmp_path):
     path = tmp_path / "gen.root"
     with io.EventWriter(path) as writer:
-        writer.write(_set(_gen_events(), "genjet", "pt", 3, 0, np.nan))
+        writer.write(set_value(_gen_events(), "genjet", "pt", 3, 0, np.nan))
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ValueError, match=r"gen\.root: entries 2-3: event 3: genjet_pt of object 0 is nan: not a finite"):

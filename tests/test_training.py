@@ -360,7 +360,7 @@ def test_resume_is_exact(dataset):
     strip = [{k: v for k, v in r.items() if k != "time"} for r in la]
     assert strip == [{k: v for k, v in r.items() if k != "time"} for r in lb]  # same losses, lr, val, in order
     # events seen: the sum of the batches' events, carried across the resume; snapshots at steps 5 and 10
-    n_events = sum(len(bt["event_id"]) for bt in MLPFDataset(a_cfg_train(dataset), step_size=8, batch_size=4, buckets=(8, 16)))
+    n_events = sum(len(bt["event_id"]) for bt in MLPFDataset([str(dataset / "train.root")], step_size=8, batch_size=4, buckets=(8, 16)))
     steps = [r for r in la if "loss" in r]
     assert all(b["events"] > a["events"] for a, b in zip(steps, steps[1:]))
     assert [r for r in steps if r["epoch"] == 0][-1]["events"] == n_events  # epoch 0: every training event once
@@ -370,10 +370,6 @@ def test_resume_is_exact(dataset):
         state = ckpt.load_checkpoint(dataset / "a" / r["snapshot"])
         assert state["step"] == r["step"] and state["events_seen"] == r["events"] and "optimizer" not in state
     assert cb["events_seen"] == ca["events_seen"] == steps[-1]["events"]
-
-
-def a_cfg_train(dataset):
-    return [str(dataset / "train.root")]
 
 
 def test_train_command_and_registry_name_error(dataset, capsys):

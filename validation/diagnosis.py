@@ -18,7 +18,8 @@ inclusive and in generator pT bins) and MET response IQR/median. Per element typ
 built from that element (``pf_trk_idx`` / ``pf_clu_idx``), with the classification accuracy.
 
 ``predict`` callables return ``{"cls_logits", "charge_logits", "regression"}`` flat per element (the runtime's
-``Session.run_elements`` does; :func:`torch_predictor` wraps a PyTorch model, used for training snapshots).
+``Session.run_elements`` does; :func:`hepzoo.validation.mlpf.torch_predictor` wraps a PyTorch model, used for
+training snapshots).
 :func:`learning_curve` evaluates the snapshots a training run keeps (``snapshot_every_steps``) against events seen.
 The driver is ``python -m hepzoo.validation.diagnosis`` (see :func:`main`).
 """
@@ -186,38 +187,6 @@ def diagnose(events: ak.Array, predict: Predict) -> dict:
     }
 
 
-def torch_predictor(model, batch_size: int = 16) -> Predict:
-    """A :data:`Predict` running a PyTorch MLPF model (eval mode, no grad), events grouped by size bucket."""
-    import torch
-
-    from hepzoo.datasets.ragged import DEFAULT_BUCKETS, group_by_bucket, pad
-
-    def predict(features: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
-        model.eval()
-        counts = np.diff(offsets)
-        n = int(offsets[-1])
-        res = {"cls_logits": None, "charge_logits": None, "regression": None}
-        granularity = int(getattr(model, "element_granularity", 1))
-        with torch.no_grad():
-            for size, index in group_by_bucket(counts, DEFAULT_BUCKETS).items():
-                size = -(-size // granularity) * granularity
-                for start in range(0, len(index), batch_size):
-                    chosen = index[start : start + batch_size]
-                    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in chosen])
-                    sub = np.concatenate([[0], np.cumsum(counts[chosen])])
-                    x, mask = pad(features[rows], sub, size)
-                    outs = model(torch.from_numpy(x), torch.from_numpy(mask))
-                    m = torch.from_numpy(mask)
-                    for key, value in zip(res, outs):
-                        v = value[m].numpy()
-                        if res[key] is None:
-                            res[key] = np.zeros((n, v.shape[-1]), np.float32)
-                        res[key][rows] = v
-        return res
-
-    return predict
-
-
 def learning_curve(run_dir, events: ak.Array, every: int = 1) -> list[dict]:
     """Validation loss and jet/MET resolution against training events seen, from a training run's snapshots
     (``snapshot_every_steps``): one row per snapshot (every ``every``-th), ``{step, events, val_total, jet_median,
@@ -228,6 +197,8 @@ def learning_curve(run_dir, events: ak.Array, every: int = 1) -> list[dict]:
     from hepzoo.training.checkpoint import load_weights_file
     from hepzoo.training.config import load_config
     from hepzoo.training.loop import build_model
+
+    from .mlpf import torch_predictor
 
     run = Path(run_dir)
     model = build_model(load_config(run / "config.yaml").model)
@@ -311,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         from hepzoo.training.checkpoint import load_weights_file
         from hepzoo.training.config import load_config
         from hepzoo.training.loop import build_model
+
+        from .mlpf import torch_predictor
 
         model = build_model(load_config(args.config).model)
         model.load_state_dict(load_weights_file(path))

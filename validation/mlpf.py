@@ -23,33 +23,50 @@ from .particles import efficiency_and_fake_rate, pf_particles, target_particles
 JET_PT_EDGES = np.array([20.0, 40.0, 60.0, 100.0, 200.0, 1000.0])
 
 
-@torch.no_grad()
+def torch_predictor(model: torch.nn.Module, batch_size: int = 32, buckets: Sequence[int] = DEFAULT_BUCKETS):
+    """``predict(features, offsets) -> {"cls_logits", "charge_logits", "regression"}`` flat per element: a PyTorch
+    MLPF model run in eval mode without gradients, events grouped by size bucket (rounded up to the model's element
+    granularity) and padded, ``batch_size`` events per call."""
+
+    @torch.no_grad()
+    def predict(features: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+        model.eval()
+        counts = np.diff(offsets)
+        n = int(offsets[-1])
+        res: dict[str, np.ndarray | None] = {"cls_logits": None, "charge_logits": None, "regression": None}
+        granularity = int(getattr(model, "element_granularity", 1))
+        for size, index in group_by_bucket(counts, buckets).items():
+            size = -(-size // granularity) * granularity
+            for start in range(0, len(index), batch_size):
+                chosen = index[start : start + batch_size]
+                rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in chosen])
+                sub_offsets = np.concatenate([[0], np.cumsum(counts[chosen])])
+                x, mask = pad(features[rows], sub_offsets, size)
+                outs = model(torch.from_numpy(x), torch.from_numpy(mask))
+                m = torch.from_numpy(mask)
+                for key, value in zip(res, outs):
+                    v = value[m].numpy()
+                    if res[key] is None:
+                        res[key] = np.zeros((n, v.shape[-1]), np.float32)
+                    res[key][rows] = v
+        return res
+
+    return predict
+
+
 def predict_candidates(
     model: torch.nn.Module, events: ak.Array, batch_size: int = 32, buckets: Sequence[int] = DEFAULT_BUCKETS
 ) -> ak.Array:
     """MLPF candidates per event (records cls, charge, pt, eta, phi, e), empty slots removed, event order kept."""
-    model.eval()
     features, offsets = element_features(events)
     counts = np.diff(offsets)
-    n = len(features)
-    cls = np.zeros(n, np.int32)
-    charge = np.zeros(n, np.int32)
-    reg = np.zeros((n, 5), np.float32)
-    granularity = int(getattr(model, "element_granularity", 1))
-    for size, index in group_by_bucket(counts, buckets).items():
-        size = -(-size // granularity) * granularity
-        for start in range(0, len(index), batch_size):
-            chosen = index[start : start + batch_size]
-            sub_counts = counts[chosen]
-            rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in chosen])
-            sub_offsets = np.concatenate([[0], np.cumsum(sub_counts)])
-            x, mask = pad(features[rows], sub_offsets, size)
-            cls_logits, charge_logits, regression = model(torch.from_numpy(x), torch.from_numpy(mask))
-            m = torch.from_numpy(mask)
-            cls[rows] = cls_logits[m].argmax(-1).numpy()
-            charge[rows] = charge_logits[m].argmax(-1).numpy() - 1
-            reg[rows] = regression[m].numpy()
-    pt, eta, sin_phi, cos_phi, energy = reg.T
+    out = torch_predictor(model, batch_size, buckets)(features, offsets)
+    if out["cls_logits"] is None:  # no elements at all
+        out = {"cls_logits": np.zeros((0, 1), np.float32), "charge_logits": np.zeros((0, 3), np.float32),
+               "regression": np.zeros((0, 5), np.float32)}  # fmt: skip
+    cls = out["cls_logits"].argmax(-1).astype(np.int32)
+    charge = (out["charge_logits"].argmax(-1) - 1).astype(np.int32)
+    pt, eta, sin_phi, cos_phi, energy = out["regression"].T
     fields = {
         "cls": cls,
         "charge": charge,
