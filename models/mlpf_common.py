@@ -28,6 +28,7 @@ are finite whatever the padding holds, and each model keeps them from influencin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -121,9 +122,27 @@ class MLPFHeads(nn.Module):
     ``features`` (padded rows already zeroed). Classification and charge heads read ``[h, x_enc]``; the
     regression head also reads the class probabilities. Regression is decoded relative to the element (see
     the module docstring).
+
+    Two decoding options (release 3, measured in ``docs/mlpf-physics.md``):
+
+    * ``measured_tracks``: a track slot outputs its track's own measurement (pT, eta, phi, p) unchanged. A
+      track slot's target also holds the soft, unmeasured particles merged into it, which no input predicts;
+      regressing them moved track slots off their track (worse particle matching, no better jets).
+    * ``class_logit_bias``: a fixed per-class offset (``TargetClass`` order) added to ``cls_logits``, i.e. the
+      working point of the argmax decision. Chosen after training on a calibration sample
+      (:mod:`hepzoo.validation.working_point`); training leaves it at zero. The regression head reads the
+      unbiased class probabilities it was trained with.
     """
 
-    def __init__(self, width: int, n_enc: int, hidden: int | None = None, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        width: int,
+        n_enc: int,
+        hidden: int | None = None,
+        dropout: float = 0.0,
+        measured_tracks: bool = False,
+        class_logit_bias: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         hidden = hidden or width
         self.cls = mlp(width + n_enc, hidden, N_CLASSES, dropout)
@@ -131,6 +150,15 @@ class MLPFHeads(nn.Module):
         self.reg = mlp(width + n_enc + N_CLASSES, hidden, len(REGRESSION_FEATURES), dropout)
         nn.init.zeros_(self.reg[-1].weight)
         nn.init.zeros_(self.reg[-1].bias)
+        self.measured_tracks = bool(measured_tracks)
+        bias = [0.0] * N_CLASSES if class_logit_bias is None else [float(b) for b in class_logit_bias]
+        if len(bias) != N_CLASSES or not all(math.isfinite(b) for b in bias):
+            raise ValueError(
+                f"class_logit_bias needs {N_CLASSES} finite values (TargetClass order "
+                f"{[c.name for c in schema.TargetClass]}), got {class_logit_bias!r}"
+            )
+        # not in the state dict: a decoding setting of the config, so weights load with or without it
+        self.register_buffer("class_logit_bias", torch.tensor(bias, dtype=torch.float32), persistent=False)
 
     def forward(
         self, h: torch.Tensor, x_enc: torch.Tensor, features: torch.Tensor
@@ -139,7 +167,23 @@ class MLPFHeads(nn.Module):
         cls_logits = self.cls(z)
         charge_logits = self.charge(z)
         raw = self.reg(torch.cat([z, torch.softmax(cls_logits, dim=-1)], dim=-1))
-        return cls_logits, charge_logits, decode_regression(raw, features)
+        regression = decode_regression(raw, features)
+        if self.measured_tracks:
+            is_track = (features[..., int(EF.TYPE)] == float(ET.TRACK)).unsqueeze(-1)
+            regression = torch.where(is_track, element_kinematics(features), regression)
+        return cls_logits + self.class_logit_bias, charge_logits, regression
+
+
+def element_kinematics(features: torch.Tensor) -> torch.Tensor:
+    """The elements' own measurement ``[..., 5]`` in REGRESSION_FEATURES order (track pT/p, cluster ET/E)."""
+    cols = {
+        TF.PT: features[..., int(EF.PT)],
+        TF.ETA: features[..., int(EF.ETA)],
+        TF.SIN_PHI: features[..., int(EF.SIN_PHI)],
+        TF.COS_PHI: features[..., int(EF.COS_PHI)],
+        TF.E: features[..., int(EF.E)],
+    }
+    return torch.stack([cols[f] for f in REGRESSION_FEATURES], dim=-1)
 
 
 def decode_regression(raw: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,8 @@ rare; the tests require at most a small fraction of elements to move by more tha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -107,6 +109,8 @@ class MLPFGNNLSH(nn.Module):
         dropout: float = 0.0,
         lsh_seed: int = 1234,
         link_window: int = 0,
+        measured_tracks: bool = False,
+        class_logit_bias: Sequence[float] | None = None,
     ):
         super().__init__()
         self.bin_size = bin_size
@@ -119,7 +123,9 @@ class MLPFGNNLSH(nn.Module):
             LSHGraphLayer(width, dist_dim, bin_size, num_hashes, ffn_mult, dropout, seed=lsh_seed + i)
             for i in range(num_layers)
         )
-        self.heads = common.MLPFHeads(width, n_enc, dropout=dropout)
+        self.heads = common.MLPFHeads(
+            width, n_enc, dropout=dropout, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias
+        )
 
     def forward(
         self, features: torch.Tensor, mask: torch.Tensor
@@ -164,6 +170,8 @@ def mlpf_gnnlsh(
     dropout: float = 0.0,
     lsh_seed: int = 1234,
     link_window: int = 0,
+    measured_tracks: bool = False,
+    class_logit_bias: Sequence[float] | None = None,
 ) -> MLPFGNNLSH:
     """MLPF GNN with LSH-binned graphs; cost linear in N; N must be a multiple of ``bin_size``.
 
@@ -181,4 +189,6 @@ def mlpf_gnnlsh(
         dropout=dropout,
         lsh_seed=lsh_seed,
         link_window=link_window,
+        measured_tracks=measured_tracks,
+        class_logit_bias=class_logit_bias,
     )

@@ -13,6 +13,8 @@ Cost is quadratic in N. Exactly permutation-equivariant (no positional informati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +64,8 @@ class MLPFTransformer(nn.Module):
         ffn_mult: int = 2,
         dropout: float = 0.0,
         link_window: int = 0,
+        measured_tracks: bool = False,
+        class_logit_bias: Sequence[float] | None = None,
     ):
         super().__init__()
         self.element_granularity = 1
@@ -71,7 +75,9 @@ class MLPFTransformer(nn.Module):
         self.embed = common.mlp(n_enc, width, width, dropout)
         self.blocks = nn.ModuleList(EncoderBlock(width, num_heads, ffn_mult, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(width)
-        self.heads = common.MLPFHeads(width, n_enc, dropout=dropout)
+        self.heads = common.MLPFHeads(
+            width, n_enc, dropout=dropout, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias
+        )
 
     def forward(
         self, features: torch.Tensor, mask: torch.Tensor
@@ -105,6 +111,8 @@ def mlpf_transformer(
     ffn_mult: int = 2,
     dropout: float = 0.0,
     link_window: int = 0,
+    measured_tracks: bool = False,
+    class_logit_bias: Sequence[float] | None = None,
 ) -> MLPFTransformer:
     """MLPF transformer (SDPA with a key padding mask); cost quadratic in N; exactly permutation-equivariant.
 
@@ -112,5 +120,5 @@ def mlpf_transformer(
     the embedding and the heads (release 2); 0 is the release-1 architecture."""
     return MLPFTransformer(
         width=width, num_layers=num_layers, num_heads=num_heads, ffn_mult=ffn_mult, dropout=dropout,
-        link_window=link_window,
+        link_window=link_window, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias,
     )  # fmt: skip

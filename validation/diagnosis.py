@@ -67,7 +67,7 @@ def _element_kinematics(features: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _prediction_kinematics(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def prediction_kinematics(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     reg = out["regression"]
     col = REGRESSION_COLUMN
     return {
@@ -78,14 +78,14 @@ def _prediction_kinematics(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def _candidates(cls: np.ndarray, kin: dict[str, np.ndarray], counts: np.ndarray) -> ak.Array:
+def candidates_from(cls: np.ndarray, kin: dict[str, np.ndarray], counts: np.ndarray) -> ak.Array:
     keep = cls != int(TargetClass.NONE)
     fields = {"cls": cls, **kin}
     arr = ak.zip({k: ak.unflatten(np.asarray(v), counts) for k, v in fields.items()})
     return arr[ak.unflatten(keep, counts)]
 
 
-def _jet_and_met(events: ak.Array, cand: ak.Array) -> dict:
+def jet_and_met(events: ak.Array, cand: ak.Array) -> dict:
     jets = antikt_jets(cand.pt, cand.eta, cand.phi, cand.e)
     gen_pt, ratio, eff = jet_response(events.genjet, jets)
     binned = []
@@ -137,21 +137,21 @@ def diagnose(events: ak.Array, predict: Predict) -> dict:
     counts = np.diff(offsets)
     out = predict(features, offsets)
     pred_cls = out["cls_logits"].argmax(-1).astype(np.int32)
-    pred = _prediction_kinematics(out)
+    pred = prediction_kinematics(out)
     tgt = _targets_flat(events)
     true_kin = {k: tgt[k] for k in ("pt", "eta", "phi", "e")}
     elem = _element_kinematics(features)
 
     pf = events.pf
     recos = {
-        "model": _candidates(pred_cls, pred, counts),
-        "pred cls + true kin": _candidates(np.where(tgt["cls"] != 0, pred_cls, 0), true_kin, counts),
-        "true cls + pred kin": _candidates(tgt["cls"], pred, counts),
-        "true cls + element": _candidates(tgt["cls"], elem, counts),
-        "targets": _candidates(tgt["cls"], true_kin, counts),
+        "model": candidates_from(pred_cls, pred, counts),
+        "pred cls + true kin": candidates_from(np.where(tgt["cls"] != 0, pred_cls, 0), true_kin, counts),
+        "true cls + pred kin": candidates_from(tgt["cls"], pred, counts),
+        "true cls + element": candidates_from(tgt["cls"], elem, counts),
+        "targets": candidates_from(tgt["cls"], true_kin, counts),
         "PF": ak.zip({"cls": pf.cls, "pt": pf.pt, "eta": pf.eta, "phi": pf.phi, "e": pf.e}),
     }
-    ablations = {name: _jet_and_met(events, cand) for name, cand in recos.items()}
+    ablations = {name: jet_and_met(events, cand) for name, cand in recos.items()}
     # pred cls + true kin: a slot predicted as a particle but with no target has no true kinematics; it is
     # dropped there (its energy is a fake the regression cannot fix), so also report how many such slots exist.
     fakes = (pred_cls != 0) & (tgt["cls"] == 0)

@@ -1,0 +1,225 @@
+"""The decision working point of an MLPF model: per-class logit offsets chosen on a calibration sample.
+
+A trained MLPF model gives class probabilities per element; the argmax is one working point among many. The
+working point here is the one the issue states against the rule-based PF it replaces, per class on the same
+events (:data:`RULES`):
+
+* charged hadrons, photons, muons: efficiency at least PF's and fake rate at most PF's;
+* neutral hadrons, electrons: the same, or a fake rate at most half of PF's with an efficiency at least
+  0.9 x PF's.
+
+This module finds per-class offsets ``b`` (``TargetClass`` order, added to the logits before the argmax; the
+model's ``class_logit_bias``) that meet the rule **with the smallest change of the trained decision**:
+
+* the offsets of ``NONE`` and ``CHARGED_HADRON`` stay 0 (the reference of the cluster and the track slots);
+* for each other class in turn, with the other offsets fixed, the grid value closest to 0 that meets the rule
+  is taken; when no value meets it, the offset stays 0 (the class is reported as failing);
+* the rule must hold by :data:`MARGIN_SIGMA` binomial standard deviations of the model's rates, so that
+  it still holds on fresh samples (when no offset does, the rule without the margin; when none meets even
+  that, the offset stays 0);
+* two passes, because classes that compete for the same slots move each other's rates.
+
+Moving a class far from the trained decision costs jet resolution (more candidates of a class means more
+fakes whose energy is double-counted); the smallest offset keeps that cost small, and the driver prints the
+jet and MET resolution before and after.
+
+Efficiency and fake rate are the definitions of :mod:`hepzoo.validation.particles` (truth: the target slots;
+candidates above 1 GeV matched within a class-dependent radius). The kinematics do not depend on the offsets
+(the regression head reads the unbiased class probabilities), so they are computed once.
+
+Choose the offsets on a **calibration sample** (``zoo/mlpf-v2-data.sh``: ttbar seed 206), never on the
+held-out test samples. Driver: ``python -m hepzoo.validation.working_point`` (see :func:`main`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import awkward as ak
+import numpy as np
+
+from hepzoo.datasets.schema import TargetClass
+
+from .diagnosis import Predict, candidates_from, jet_and_met, prediction_kinematics
+from .particles import class_flags, pf_particles, target_particles
+
+FIXED_CLASSES = (TargetClass.NONE, TargetClass.CHARGED_HADRON)
+TUNED_CLASSES = (TargetClass.NEUTRAL_HADRON, TargetClass.PHOTON, TargetClass.ELECTRON, TargetClass.MUON)
+# (efficiency >= a x PF's and fake rate <= b x PF's) alternatives per class
+RULES: dict[TargetClass, tuple[tuple[float, float], ...]] = {
+    TargetClass.CHARGED_HADRON: ((1.0, 1.0),),
+    TargetClass.PHOTON: ((1.0, 1.0),),
+    TargetClass.MUON: ((1.0, 1.0),),
+    TargetClass.NEUTRAL_HADRON: ((1.0, 1.0), (0.9, 0.5)),
+    TargetClass.ELECTRON: ((1.0, 1.0), (0.9, 0.5)),
+}
+GRID = tuple(float(x) for x in np.round(np.arange(-3.0, 3.0001, 0.05), 2))
+MARGIN_SIGMA = 1.0  # the rule must hold by this many binomial standard deviations of the calibration sample
+PASSES = 2
+
+
+def class_rates(truth: ak.Array, reco: ak.Array, cls: TargetClass) -> tuple[float, float, int, int]:
+    """(efficiency, fake rate, truth count, candidate count) of one class (NaN where there is nothing to count)."""
+    flags = class_flags(truth, reco, cls)
+    found, real = flags["found"], flags["real"]
+    eff = float(found.mean()) if len(found) else float("nan")
+    fake = float(1.0 - real.mean()) if len(real) else float("nan")
+    return eff, fake, len(found), len(real)
+
+
+def _sigma(p: float, n: int) -> float:
+    return float(np.sqrt(max(p * (1.0 - p), 1.0 / max(n, 1)) / max(n, 1)))
+
+
+def meets_rule(
+    cls: TargetClass, eff: float, fake: float, pf_eff: float, pf_fake: float, n_truth: int = 0, n_reco: int = 0,
+    margin_sigma: float = 0.0,
+) -> bool:
+    """Does (efficiency, fake rate) meet the class's rule (:data:`RULES`) against PF's, by ``margin_sigma``
+    binomial standard deviations of the model's rates (counts ``n_truth``, ``n_reco``)?"""
+    if not (np.isfinite(eff) and np.isfinite(fake)):
+        return False
+    d_eff = margin_sigma * _sigma(eff, n_truth) if margin_sigma else 0.0
+    d_fake = margin_sigma * _sigma(fake, n_reco) if margin_sigma else 0.0
+    return any(eff - d_eff >= a * pf_eff and fake + d_fake <= b * pf_fake for a, b in RULES[cls])
+
+
+def choose_offsets(
+    events: ak.Array,
+    out: dict[str, np.ndarray],
+    counts: np.ndarray,
+    classes: Sequence[TargetClass] = TUNED_CLASSES,
+    grid: Sequence[float] = GRID,
+    passes: int = PASSES,
+    margin_sigma: float = MARGIN_SIGMA,
+) -> dict:
+    """The working point (see the module docstring) for element-level predictions ``out`` of ``events``.
+
+    Returns ``{"class_logit_bias": [...], "classes": {name: {offset, efficiency, fake_rate, pf_efficiency,
+    pf_fake_rate, efficiency_at_0, fake_rate_at_0}}, "jets_at_0", "jets"}``.
+    """
+    logits = np.asarray(out["cls_logits"], dtype=np.float64)
+    kin = prediction_kinematics(out)
+    truth = target_particles(events)
+    pf = pf_particles(events)
+    bias = np.zeros(logits.shape[1])
+
+    def reco(b: np.ndarray) -> ak.Array:
+        return candidates_from((logits + b).argmax(-1).astype(np.int32), kin, counts)
+
+    at_zero = reco(bias)
+    report: dict[str, dict] = {}
+    for cls in classes:
+        pf_eff, pf_fake, _, _ = class_rates(truth, pf, cls)
+        eff0, fake0, _, _ = class_rates(truth, at_zero, cls)
+        report[cls.name] = {"pf_efficiency": pf_eff, "pf_fake_rate": pf_fake, "efficiency_at_0": eff0, "fake_rate_at_0": fake0}
+    for _ in range(passes):
+        for cls in classes:
+            ref = report[cls.name]
+            chosen = None
+            for margin in (margin_sigma, 0.0):  # without the margin only when no offset meets it with one
+                for b in sorted(grid, key=lambda v: (abs(v), v)):
+                    trial = bias.copy()
+                    trial[int(cls)] = b
+                    eff, fake, n_t, n_r = class_rates(truth, reco(trial), cls)
+                    if meets_rule(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r, margin):
+                        chosen = float(b) + 0.0
+                        break
+                if chosen is not None:
+                    break
+            chosen = 0.0 if chosen is None else chosen
+            bias[int(cls)] = chosen
+    final = reco(bias)
+    for cls in classes:
+        eff, fake, n_t, n_r = class_rates(truth, final, cls)
+        ref = report[cls.name]
+        ref.update(offset=float(bias[int(cls)]), efficiency=eff, fake_rate=fake, n_truth=n_t, n_reco=n_r,
+                   meets_rule=meets_rule(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"]),
+                   meets_rule_with_margin=meets_rule(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r, margin_sigma))
+    return {
+        "class_logit_bias": [float(b) for b in bias],
+        "classes": report,
+        "jets_at_0": jet_and_met(events, at_zero),
+        "jets": jet_and_met(events, final),
+    }
+
+
+def format_working_point(result: dict, label: str) -> str:
+    lines = [
+        f"#### working point of {label}",
+        "",
+        f"class_logit_bias (TargetClass order): {result['class_logit_bias']}",
+        "",
+        "| class | offset | efficiency at 0 -> chosen | fake rate at 0 -> chosen | PF efficiency | PF fake rate | rule met (with margin) |",
+        "|---|---:|---|---|---:|---:|---|",
+    ]
+    for name, r in result["classes"].items():
+        lines.append(
+            f"| {name} | {r['offset']:+.2f} | {r['efficiency_at_0']:.3f} -> {r['efficiency']:.3f} | "
+            f"{r['fake_rate_at_0']:.3f} -> {r['fake_rate']:.3f} | {r['pf_efficiency']:.3f} | {r['pf_fake_rate']:.3f} | {'yes' if r['meets_rule'] else 'no'} ({'yes' if r['meets_rule_with_margin'] else 'no'}) |"
+        )
+    j0, j = result["jets_at_0"], result["jets"]
+    lines += [
+        "",
+        f"jet IQR/median {j0['jet']['iqr_over_median']:.4f} -> {j['jet']['iqr_over_median']:.4f}, "
+        f"median {j0['jet']['median']:.4f} -> {j['jet']['median']:.4f}; "
+        f"MET IQR/median {j0['met']['iqr_over_median']:.4f} -> {j['met']['iqr_over_median']:.4f}",
+    ]
+    return "\n".join(lines)
+
+
+def working_point(events: ak.Array, predict: Predict) -> dict:
+    from hepzoo.datasets.loader import element_features
+
+    features, offsets = element_features(events)
+    return choose_offsets(events, predict(features, offsets), np.diff(offsets))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hepzoo.validation.working_point --events CALIB.root (--model NAME/VERSION | --snapshot PT
+    --config YAML) [-n N] [--json OUT]``: prints the working point and the offsets for ``class_logit_bias``."""
+    import argparse
+    import json
+
+    from hepzoo.datasets.io import read_range
+
+    ap = argparse.ArgumentParser(prog="python -m hepzoo.validation.working_point", description=main.__doc__)
+    ap.add_argument("--events", required=True, help="calibration ROOT file (not a held-out test sample)")
+    ap.add_argument("--model", help="zoo release NAME/VERSION")
+    ap.add_argument("--snapshot", help="training checkpoint or weights file (.pt)")
+    ap.add_argument("--config", help="training config of --snapshot (its model section is used)")
+    ap.add_argument("-n", type=int, default=2000, help="events to read")
+    ap.add_argument("--json", help="write the result to this JSON file")
+    args = ap.parse_args(argv)
+    events = read_range(args.events, 0, args.n)
+    if args.model:
+        from hepzoo.runtime import Session
+
+        name, _, version = args.model.partition("/")
+        sess = Session.load(name, version=version or None, backend="onnxruntime-cpu")
+        label, predict = f"{sess.name}/{sess.version}", sess.run_elements
+    elif args.snapshot and args.config:
+        from hepzoo.training.checkpoint import load_weights_file
+        from hepzoo.training.config import load_config
+        from hepzoo.training.loop import build_model
+
+        from .mlpf import torch_predictor
+
+        cfg = load_config(args.config).model
+        model = build_model(cfg.model_copy(update={"kwargs": {**cfg.kwargs, "class_logit_bias": None}}))
+        model.load_state_dict(load_weights_file(args.snapshot))
+        label, predict = args.snapshot, torch_predictor(model)
+    else:
+        ap.error("give --model, or --snapshot with --config")
+    result = working_point(events, predict)
+    result["events"] = {"file": args.events, "n": len(events)}
+    print(format_working_point(result, label))
+    if args.json:
+        from hepzoo.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(result, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
