@@ -115,8 +115,12 @@ def create_release(
     metrics: dict | None = None,
     root: Path | None = None,
     checkpoint: str = "best.pt",
+    config: dict | None = None,
 ) -> Release:
     """Copy a training run's best weights (state dict only), config and log into ``zoo/<name>/<version>/``.
+
+    ``config``: the release's config instead of the run's ``config.yaml`` (e.g. with a decoding working point
+    chosen after training).
 
     Written into a temporary folder and renamed, so a failed release leaves nothing half-written.
     """
@@ -132,7 +136,10 @@ def create_release(
     tmp.mkdir(parents=True)
     try:
         torch.save(load_model_weights(run_dir / checkpoint), tmp / WEIGHTS)
-        shutil.copyfile(run_dir / "config.yaml", tmp / CONFIG)
+        if config is None:
+            shutil.copyfile(run_dir / "config.yaml", tmp / CONFIG)
+        else:
+            (tmp / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
         if (run_dir / "metrics.jsonl").exists():
             shutil.copyfile(run_dir / "metrics.jsonl", tmp / TRAINING_LOG)
         (tmp / DATASET).write_text(json.dumps(dataset_recipe, indent=2) + "\n")

@@ -402,6 +402,10 @@ def zoo_release(
     events: Annotated[int, typer.Option(help="test events used (0: all)")] = 0,
     seed: Annotated[int, typer.Option(help="flash-sim: seed of the sampling noise")] = 1,
     checkpoint: Annotated[str, typer.Option(help="checkpoint of the run to release (best.pt: lowest validation loss)")] = "best.pt",
+    working_point: Annotated[
+        Optional[Path],
+        typer.Option(help="MLPF: JSON of python -m hepzoo.validation.working_point (its class_logit_bias goes into the release config)"),
+    ] = None,
 ) -> None:
     """Release a trained model into zoo/NAME/VERSION with its recipe and physics metrics on held-out events.
 
@@ -410,6 +414,8 @@ def zoo_release(
 
     Example: hepzoo zoo release runs/finetune/mlpf-gnnlsh mlpf-gnnlsh 1 --recipe zoo/mlpf-recipe.sh --test data/ttbar_test.root
     """
+    import json
+
     import yaml
 
     from hepzoo.datasets.io import expand_paths, read_events
@@ -419,6 +425,12 @@ def zoo_release(
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     cfg = config["model"]
+    chosen = None
+    if working_point is not None:
+        chosen = json.loads(working_point.read_text())
+        if "class_logit_bias" not in chosen or "events" not in chosen:
+            raise ValueError(f"{working_point}: not a working-point JSON (python -m hepzoo.validation.working_point --json)")
+        cfg.setdefault("kwargs", {})["class_logit_bias"] = [float(b) for b in chosen["class_logit_bias"]]
     model = create_model(cfg["name"], **cfg.get("kwargs", {}))
     model.load_state_dict(load_model_weights(run_dir / checkpoint))
     test_files = expand_paths(test)
@@ -442,7 +454,18 @@ def zoo_release(
     metrics["test_files"] = {str(p): sha256_of(p) for p in test_files}
     commands = [line.strip() for line in recipe.read_text().splitlines() if "generate" in line or " train " in line]
     dataset = {"recipe": str(recipe), "commands": commands}
-    release = create_release(run_dir, name, version, dataset, metrics, checkpoint=checkpoint)
+    if chosen is not None:
+        calib = Path(chosen["events"]["file"])
+        dataset["working_point"] = {
+            "class_logit_bias": cfg["kwargs"]["class_logit_bias"],
+            "calibration_file": str(calib),
+            "calibration_sha256": sha256_of(calib) if calib.is_file() else None,
+            "calibration_events": chosen["events"]["n"],
+            "chosen_by": "python -m hepzoo.validation.working_point",
+        }
+    release = create_release(
+        run_dir, name, version, dataset, metrics, checkpoint=checkpoint, config=config if chosen is not None else None
+    )
     typer.echo(format_comparison(metrics))
     typer.echo(f"released {release.path}")
 

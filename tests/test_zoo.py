@@ -6,7 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hepzoo.cli import app
-from hepzoo.export.zoo import create_release, find_release, list_releases
+from hepzoo.export.zoo import create_release, find_release, list_releases, sha256_of
 from hepzoo.models import create_model, get_spec
 from hepzoo.training.checkpoint import save_checkpoint
 
@@ -92,6 +92,39 @@ def test_release_command_measures_mlpf_against_pf(tmp_path, monkeypatch):
     assert set(metrics["mlpf"]) == set(metrics["pf"]) == {"particles", "jets"}
     assert metrics["pf"]["jets"]["inclusive"]["n"] > 0
     assert release.dataset["commands"] == ["hepzoo generate ttbar -n 4 --seed 9 -o test.root"]
+
+
+def test_release_command_takes_a_working_point(tmp_path, monkeypatch):
+    """--working-point writes the chosen class_logit_bias into the release config (the run's stays as it was),
+    records the calibration sample, and the released model applies it."""
+    import json
+
+    from hepzoo.datasets.generate import GenerationConfig, generate
+    from hepzoo.datasets.sources import SourceSpec
+
+    run, model = _fake_run(tmp_path)
+    test_file = tmp_path / "test.root"
+    generate(GenerationConfig(SourceSpec("ttbar"), n_events=3, seed=9), test_file, progress=False)
+    recipe = tmp_path / "recipe.sh"
+    recipe.write_text("hepzoo generate ttbar -n 3 --seed 9 -o test.root\n")
+    bias = [0.0, 0.0, 0.15, 0.0, 0.0, -1.0]
+    wp = tmp_path / "wp.json"
+    wp.write_text(json.dumps({"class_logit_bias": bias, "events": {"file": str(test_file), "n": 3}}))
+    monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
+    args = ["zoo", "release", str(run), "tiny", "1", "--recipe", str(recipe), "--test", str(test_file)]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"class_logit_bias": bias}))
+    refused = CliRunner().invoke(app, [*args, "--working-point", str(bad)])
+    assert refused.exit_code == 1 and "not a working-point JSON" in refused.output
+    result = CliRunner().invoke(app, [*args, "--working-point", str(wp)])
+    assert result.exit_code == 0, result.output
+    release = find_release("tiny", root=tmp_path / "zoo")
+    assert release.config["model"]["kwargs"]["class_logit_bias"] == bias
+    assert "class_logit_bias" not in yaml.safe_load((run / "config.yaml").read_text())["model"]["kwargs"]
+    assert release.dataset["working_point"]["calibration_events"] == 3
+    assert release.dataset["working_point"]["calibration_sha256"] == sha256_of(test_file)
+    released = release.build_model()
+    assert released.heads.class_logit_bias.tolist() == pytest.approx(bias)
 
 
 def test_release_command_measures_flashsim_against_the_noise_floor(tmp_path, monkeypatch):
