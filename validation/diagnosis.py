@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", required=True, help="held-out ROOT file in the hepzoo schema")
     ap.add_argument("--model", action="append", default=[], help="zoo release NAME or NAME/VERSION (repeatable)")
     ap.add_argument("--snapshot", action="append", default=[], help="training checkpoint or snapshot (.pt)")
-    ap.add_argument("--config", help="training config of --snapshot (model section)")
+    ap.add_argument("--config", action="append", default=[],
+                    help="training config (model section) of each --snapshot, in order; one config serves them all")
     ap.add_argument("--run", action="append", default=[], help="training run folder: learning curve of its snapshots")
     ap.add_argument("-n", type=int, default=1000, help="events to read")
     ap.add_argument("--json", help="write all results to this JSON file")
@@ -278,16 +279,19 @@ def main(argv: list[str] | None = None) -> int:
         name, _, version = spec.partition("/")
         sess = Session.load(name, version=version or None, backend="onnxruntime-cpu")
         results[f"{sess.name}/{sess.version}"] = diagnose(events, sess.run_elements)
-    for path in args.snapshot:
+    if args.snapshot and len(args.config) not in (1, len(args.snapshot)):
+        ap.error(f"give one --config, or one per --snapshot ({len(args.snapshot)}), not {len(args.config)}")
+    for i, path in enumerate(args.snapshot):
         from hepzoo.training.checkpoint import load_weights_file
         from hepzoo.training.config import load_config
         from hepzoo.training.loop import build_model
 
         from .mlpf import torch_predictor
 
-        model = build_model(load_config(args.config).model)
+        config = args.config[i if len(args.config) > 1 else 0]
+        model = build_model(load_config(config).model)
         model.load_state_dict(load_weights_file(path))
-        results[path] = diagnose(events, torch_predictor(model))
+        results[f"{path} ({config})"] = diagnose(events, torch_predictor(model))
     for label, res in results.items():
         print(format_diagnosis(res, label), "\n")
     for run in args.run:
