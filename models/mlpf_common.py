@@ -123,10 +123,6 @@ class MLPFHeads(nn.Module):
     regression head also reads the class probabilities. Regression is decoded relative to the element (see
     the module docstring).
 
-    ``regression_per_type``: one regression MLP per ``ElementType`` instead of one shared (a track, an ECAL and
-    an HCAL cluster need different corrections). Weights of a shared head load into every per-type head
-    (:meth:`_load_from_state_dict`), so a trained shared model is the start of a per-type fine-tune.
-
     Two decoding options (release 3, measured in ``docs/mlpf-physics.md``):
 
     * ``measured_tracks``: a track slot outputs its track's own measurement (pT, eta, phi, p) unchanged. A
@@ -146,23 +142,14 @@ class MLPFHeads(nn.Module):
         dropout: float = 0.0,
         measured_tracks: bool = False,
         class_logit_bias: Sequence[float] | None = None,
-        regression_per_type: bool = False,
     ) -> None:
         super().__init__()
         hidden = hidden or width
         self.cls = mlp(width + n_enc, hidden, N_CLASSES, dropout)
         self.charge = mlp(width + n_enc, hidden, len(CHARGE_CLASSES), dropout)
-        n_reg = len(ELEMENT_TYPES) if regression_per_type else 1
-        self.regression_per_type = bool(regression_per_type)
-        heads = [mlp(width + n_enc + N_CLASSES, hidden, len(REGRESSION_FEATURES), dropout) for _ in range(n_reg)]
-        for head in heads:
-            nn.init.zeros_(head[-1].weight)
-            nn.init.zeros_(head[-1].bias)
-        if regression_per_type:
-            self.reg_by_type = nn.ModuleList(heads)
-            self.register_buffer("types", torch.tensor([float(t) for t in ELEMENT_TYPES]), persistent=False)
-        else:
-            self.reg = heads[0]
+        self.reg = mlp(width + n_enc + N_CLASSES, hidden, len(REGRESSION_FEATURES), dropout)
+        nn.init.zeros_(self.reg[-1].weight)
+        nn.init.zeros_(self.reg[-1].bias)
         self.measured_tracks = bool(measured_tracks)
         bias = [0.0] * N_CLASSES if class_logit_bias is None else [float(b) for b in class_logit_bias]
         if len(bias) != N_CLASSES or not all(math.isfinite(b) for b in bias):
@@ -179,29 +166,12 @@ class MLPFHeads(nn.Module):
         z = torch.cat([h, x_enc], dim=-1)
         cls_logits = self.cls(z)
         charge_logits = self.charge(z)
-        z_reg = torch.cat([z, torch.softmax(cls_logits, dim=-1)], dim=-1)
-        if self.regression_per_type:
-            onehot = (features[..., int(EF.TYPE)].unsqueeze(-1) == self.types).to(z.dtype)  # [B, N, types]
-            raw = sum(onehot[..., i : i + 1] * head(z_reg) for i, head in enumerate(self.reg_by_type))
-        else:
-            raw = self.reg(z_reg)
+        raw = self.reg(torch.cat([z, torch.softmax(cls_logits, dim=-1)], dim=-1))
         regression = decode_regression(raw, features)
         if self.measured_tracks:
             is_track = (features[..., int(EF.TYPE)] == float(ET.TRACK)).unsqueeze(-1)
             regression = torch.where(is_track, element_kinematics(features), regression)
         return cls_logits + self.class_logit_bias, charge_logits, regression
-
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        """Per-type heads start from a shared head's weights (``reg.*``) when the state dict has no per-type ones."""
-        if self.regression_per_type and not any(k.startswith(prefix + "reg_by_type.") for k in state_dict):
-            shared = [k for k in state_dict if k.startswith(prefix + "reg.")]
-            for key in shared:
-                rest = key[len(prefix + "reg.") :]
-                for i in range(len(self.reg_by_type)):
-                    state_dict[f"{prefix}reg_by_type.{i}.{rest}"] = state_dict[key].clone()
-                del state_dict[key]
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
 
 def element_kinematics(features: torch.Tensor) -> torch.Tensor:

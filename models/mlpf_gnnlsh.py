@@ -111,7 +111,6 @@ class MLPFGNNLSH(nn.Module):
         link_window: int = 0,
         measured_tracks: bool = False,
         class_logit_bias: Sequence[float] | None = None,
-        regression_per_type: bool = False,
     ):
         super().__init__()
         self.bin_size = bin_size
@@ -125,8 +124,7 @@ class MLPFGNNLSH(nn.Module):
             for i in range(num_layers)
         )
         self.heads = common.MLPFHeads(
-            width, n_enc, dropout=dropout, measured_tracks=measured_tracks,
-            class_logit_bias=class_logit_bias, regression_per_type=regression_per_type,
+            width, n_enc, dropout=dropout, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias
         )
 
     def forward(
@@ -174,7 +172,6 @@ def mlpf_gnnlsh(
     link_window: int = 0,
     measured_tracks: bool = False,
     class_logit_bias: Sequence[float] | None = None,
-    regression_per_type: bool = False,
 ) -> MLPFGNNLSH:
     """MLPF GNN with LSH-binned graphs; cost linear in N; N must be a multiple of ``bin_size``.
 
@@ -194,5 +191,4 @@ def mlpf_gnnlsh(
         link_window=link_window,
         measured_tracks=measured_tracks,
         class_logit_bias=class_logit_bias,
-        regression_per_type=regression_per_type,
     )

@@ -66,7 +66,6 @@ class MLPFTransformer(nn.Module):
         link_window: int = 0,
         measured_tracks: bool = False,
         class_logit_bias: Sequence[float] | None = None,
-        regression_per_type: bool = False,
     ):
         super().__init__()
         self.element_granularity = 1
@@ -77,8 +76,7 @@ class MLPFTransformer(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(width, num_heads, ffn_mult, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(width)
         self.heads = common.MLPFHeads(
-            width, n_enc, dropout=dropout, measured_tracks=measured_tracks,
-            class_logit_bias=class_logit_bias, regression_per_type=regression_per_type,
+            width, n_enc, dropout=dropout, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias
         )
 
     def forward(
@@ -115,7 +113,6 @@ def mlpf_transformer(
     link_window: int = 0,
     measured_tracks: bool = False,
     class_logit_bias: Sequence[float] | None = None,
-    regression_per_type: bool = False,
 ) -> MLPFTransformer:
     """MLPF transformer (SDPA with a key padding mask); cost quadratic in N; exactly permutation-equivariant.
 
@@ -124,5 +121,4 @@ def mlpf_transformer(
     return MLPFTransformer(
         width=width, num_layers=num_layers, num_heads=num_heads, ffn_mult=ffn_mult, dropout=dropout,
         link_window=link_window, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias,
-        regression_per_type=regression_per_type,
     )  # fmt: skip

@@ -63,24 +63,6 @@ def test_class_logit_bias_shifts_logits_only(name):
     assert "heads.class_logit_bias" not in biased.state_dict()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_per_type_regression_heads_start_from_a_shared_head_and_act_on_their_type_only(name):
-    plain, per_type = _pair(name, regression_per_type=True)  # shared weights loaded into every per-type head
-    assert not hasattr(plain.heads, "reg_by_type") and len(per_type.heads.reg_by_type) == len(ET)
-    x = make_mlpf_inputs(2, 128, seed=5)
-    m = x["mask"]
-    with torch.no_grad():
-        r0 = plain(x["features"], x["mask"])[2]
-        r1 = per_type(x["features"], x["mask"])[2]
-        torch.testing.assert_close(r1[m], r0[m])
-        per_type.heads.reg_by_type[list(ET).index(ET.HCAL_CLUSTER)][-1].bias.add_(0.5)
-        r2 = per_type(x["features"], x["mask"])[2]
-    hcal = (x["features"][..., EF.TYPE] == float(ET.HCAL_CLUSTER)) & m
-    assert hcal.any()
-    assert bool((r2[hcal] != r1[hcal]).any(-1).all())
-    torch.testing.assert_close(r2[m & ~hcal], r1[m & ~hcal])
-
-
 @pytest.mark.parametrize("bad", [[0.0] * 5, [0.0, 0.0, float("nan"), 0.0, 0.0, 0.0]])
 def test_class_logit_bias_is_checked(bad):
     with pytest.raises(ValueError, match="class_logit_bias needs 6 finite values"):
@@ -93,11 +75,7 @@ def test_decoding_options_export_and_run_on_onnxruntime_and_numba(tmp_path):
     from hepzoo.models import get_spec
     from hepzoo.runtime.numba_backend import NumbaBackend
 
-    _, model = _pair("mlpf-gnnlsh", measured_tracks=True, class_logit_bias=[0.0, 0.0, 0.3, 0.0, -0.7, -1.0],
-                     regression_per_type=True)
-    with torch.no_grad():  # make the per-type heads differ
-        for i, head in enumerate(model.heads.reg_by_type):
-            head[-1].bias.add_(0.1 * i)
+    _, model = _pair("mlpf-gnnlsh", measured_tracks=True, class_logit_bias=[0.0, 0.0, 0.3, 0.0, -0.7, -1.0])
     spec = get_spec("mlpf-gnnlsh")
     path = tmp_path / "m.onnx"
     _export(model, spec, make_mlpf_inputs(2, 128, seed=1), None, path)
