@@ -11,9 +11,11 @@ mkdir -p "$OUT"
 # 1. diagnosis: oracle ablations and per-element-type response, every MLPF release next to PF (ttbar)
 $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "$N" \
   --model mlpf-gnnlsh/1 --model mlpf-transformer/1 --model mlpf-gnnlsh/2 --model mlpf-transformer/2 \
+  --model mlpf-gnnlsh/3 --model mlpf-transformer/3 \
   --json "$OUT/diagnosis_ttbar.json" | tee "$OUT/diagnosis_ttbar.md"
 $PY -m hepzoo.validation.diagnosis --events data/v2/qcd50_test.root -n 1000 \
-  --model mlpf-gnnlsh/2 --model mlpf-transformer/2 --json "$OUT/diagnosis_qcd50.json" | tee "$OUT/diagnosis_qcd50.md"
+  --model mlpf-gnnlsh/2 --model mlpf-transformer/2 --model mlpf-gnnlsh/3 --model mlpf-transformer/3 \
+  --json "$OUT/diagnosis_qcd50.json" | tee "$OUT/diagnosis_qcd50.md"
 # 2. learning curves from the training snapshots (needs the training runs of zoo/mlpf-v2-recipe.sh)
 if [ -d runs/v2/mlpf-gnnlsh ]; then
   $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${LC_N:-300}" \
@@ -21,8 +23,29 @@ if [ -d runs/v2/mlpf-gnnlsh ]; then
     $( [ -d runs/v2/lc-gnnlsh-2k ] && echo --run runs/v2/lc-gnnlsh-2k ) | tee "$OUT/learning_curves.md"
 fi
 # 3. the deployed artifacts (model.onnx through the runtime) with uncertainties: efficiencies, fake rates, jets, MET
-for m in mlpf-gnnlsh mlpf-transformer; do
-  for sample in ttbar_test qcd50_test; do
-    $HEPZOO validate "zoo/$m/2" --data "data/v2/$sample.root" --no-gate --out "$OUT/$m-2-$sample" >/dev/null
+for v in 2 3; do
+  for m in mlpf-gnnlsh mlpf-transformer; do
+    for sample in ttbar_test qcd50_test; do
+      $HEPZOO validate "zoo/$m/$v" --data "data/v2/$sample.root" --no-gate --out "$OUT/$m-$v-$sample" >/dev/null
+    done
   done
 done
+# 4. release 3, one change at a time (same 1000 held-out ttbar events): the /2 weights with measured track
+#    slots, the fine-tuned weights (checkpoints/mlpf-v3) at the trained working point; the releases with the
+#    chosen working point are the /3 rows of step 1
+$PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${ABL_N:-1000}" \
+  --snapshot zoo/mlpf-gnnlsh/2/weights.pt --config configs/zoo/mlpf-gnnlsh-3.yaml \
+  --snapshot checkpoints/mlpf-v3/gnnlsh_last.pt --config configs/zoo/mlpf-gnnlsh-3.yaml \
+  --snapshot zoo/mlpf-transformer/2/weights.pt --config configs/zoo/mlpf-transformer-3.yaml \
+  --snapshot checkpoints/mlpf-v3/transformer_last.pt --config configs/zoo/mlpf-transformer-3.yaml \
+  --json "$OUT/ablation_v3.json" | tee "$OUT/ablation_v3.md"
+# 5. particleflow's own MLPF on our data (deliverable 4): its snapshot and ours after the same 1500 steps of the
+#    same stage-1 training (checkpoints/mlpf-v3/*_step1500.pt), and its learning curve when the run is here
+$PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${ABL_N:-1000}" \
+  --snapshot checkpoints/mlpf-v3/gnnlsh_stage1_step1500.pt --config configs/zoo/mlpf-gnnlsh-2.yaml \
+  --snapshot checkpoints/mlpf-v3/particleflow_gnnlsh_step1500.pt --config configs/zoo/particleflow-gnnlsh-anchor.yaml \
+  --json "$OUT/anchor.json" | tee "$OUT/anchor.md"
+if [ -d runs/v3/particleflow-gnnlsh ]; then
+  $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${LC_N:-300}" \
+    --run runs/v3/particleflow-gnnlsh | tee "$OUT/learning_curve_particleflow.md"
+fi
