@@ -39,11 +39,11 @@ $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${ABL_N:
   --snapshot zoo/mlpf-transformer/2/weights.pt --config configs/zoo/mlpf-transformer-3.yaml \
   --snapshot checkpoints/mlpf-v3/transformer_last.pt --config configs/zoo/mlpf-transformer-3.yaml \
   --json "$OUT/ablation_v3.json" | tee "$OUT/ablation_v3.md"
-# 5. particleflow's own MLPF on our data (deliverable 4): its snapshot and ours after the same 1500 steps of the
-#    same stage-1 training (checkpoints/mlpf-v3/*_step1500.pt), and its learning curve when the run is here
+# 5. particleflow's own MLPF on our data (deliverable 4): its snapshot and ours after the same 2500 steps of the
+#    same stage-1 training (checkpoints/mlpf-v3/*_step2500.pt), and its learning curve when the run is here
 $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${ABL_N:-1000}" \
-  --snapshot checkpoints/mlpf-v3/gnnlsh_stage1_step1500.pt --config configs/zoo/mlpf-gnnlsh-2.yaml \
-  --snapshot checkpoints/mlpf-v3/particleflow_gnnlsh_step1500.pt --config configs/zoo/particleflow-gnnlsh-anchor.yaml \
+  --snapshot checkpoints/mlpf-v3/gnnlsh_stage1_step2500.pt --config configs/zoo/mlpf-gnnlsh-2.yaml \
+  --snapshot checkpoints/mlpf-v3/particleflow_gnnlsh_step2500.pt --config configs/zoo/particleflow-gnnlsh-anchor.yaml \
   --json "$OUT/anchor.json" | tee "$OUT/anchor.md"
 if [ -d runs/v3/particleflow-gnnlsh ]; then
   $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${LC_N:-300}" \
