@@ -251,6 +251,14 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         load_config(p)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+    # a key given twice (e.g. a second "model:" section pasted below the first) is refused, not silently replaced
+    text = yaml.safe_dump(make_raw_config(tmp_path))
+    p.write_text(text + "model:\n  name: mlpf-transformer\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: not valid YAML: .*key 'model' given twice \(lines 1?\d+ and \d+\)"):
+        load_config(p)
+    p.write_text("optim:\n  lr: 1.0e-3\n  lr: 2.0e-3\n")
+    with pytest.raises(ValueError, match=r"key 'lr' given twice \(lines 2 and 3\)"):
+        load_config(p)
 
 
 @pytest.mark.parametrize("name", ["mlpf-gnnlsh", "mlpf-transformer"])
