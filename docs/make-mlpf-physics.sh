@@ -49,3 +49,14 @@ if [ -d runs/v3/particleflow-gnnlsh ]; then
   $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${LC_N:-300}" \
     --run runs/v3/particleflow-gnnlsh | tee "$OUT/learning_curve_particleflow.md"
 fi
+# 6. one-change ablations of release 2's joint changes (needs the three 1500-step runs of section 2 of the page:
+#    hepzoo train configs/zoo/mlpf-gnnlsh-2.yaml --set loss.energy_weight_source=element_or_target
+#    --set optim.max_steps=1500 [--set model.kwargs.link_window=0 | --set loss.energy_weight_power=0]
+#    --set output_dir=runs/v3/abl-gnnlsh-{nolinks,noenergyweight}; the full run's snapshot is runs/v2/mlpf-gnnlsh's)
+if [ -d runs/v3/abl-gnnlsh-nolinks ] && [ -d runs/v3/abl-gnnlsh-noenergyweight ]; then
+  $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${ABL_N:-1000}" \
+    --snapshot runs/v2/mlpf-gnnlsh/snapshots/step_0001500.pt --config configs/zoo/mlpf-gnnlsh-2.yaml \
+    --snapshot runs/v3/abl-gnnlsh-nolinks/snapshots/step_0001500.pt --config runs/v3/abl-gnnlsh-nolinks/config.yaml \
+    --snapshot runs/v3/abl-gnnlsh-noenergyweight/snapshots/step_0001500.pt \
+    --config runs/v3/abl-gnnlsh-noenergyweight/config.yaml --json "$OUT/ablation_v2.json" | tee "$OUT/ablation_v2.md"
+fi
