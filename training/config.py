@@ -205,6 +205,15 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document of ``path`` (safe loading; a key given twice is an error). Errors name the file."""
+    p = Path(path)
+    try:
+        return yaml.load(p.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ValueError(f"{p}: not valid YAML: {err}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *, raw: dict | None = None) -> TrainConfig:
     """Read a YAML config (or take ``raw``), apply ``overrides`` and validate. Errors name the key at fault."""
     if raw is None:
@@ -213,10 +222,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"training config {str(p)!r} does not exist")
-        try:
-            raw = yaml.load(p.read_text(), Loader=UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
-        except yaml.YAMLError as err:
-            raise ValueError(f"{p}: not valid YAML: {err}") from None
+        raw = read_yaml(p) or {}
         origin = str(p)
     else:
         origin = "config"

@@ -48,7 +48,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hepzoo.training.config import TrainConfig, UniqueKeyLoader, apply_overrides, config_to_dict, load_config
+from hepzoo.training.config import TrainConfig, apply_overrides, config_to_dict, load_config, read_yaml
 
 __all__ = [
     "SearchSpace",
@@ -173,10 +173,7 @@ def load_space(path: str | Path) -> SearchSpace:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"search-space file {str(p)!r} does not exist")
-    try:
-        raw = yaml.load(p.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        raise ValueError(f"{p}: not valid YAML: {err}") from None
+    raw = read_yaml(p)
     if not isinstance(raw, dict):
         raise ValueError(f"{p}: the top level must be a mapping (params, metric, mode, ...)")
     try:
@@ -495,8 +492,7 @@ def run_search(config_path: str | Path, space_path: str | Path, opts: TuneOption
     config_path = Path(config_path)
     cfg = load_config(config_path, opts.overrides)  # validates the base config (names the file)
     space = load_space(space_path)
-    raw = yaml.load(config_path.read_text(), Loader=UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
-    base = _absolute(apply_overrides(raw, opts.overrides))
+    base = _absolute(apply_overrides(read_yaml(config_path) or {}, opts.overrides))
     origin = str(config_path)
     _check_space_against(space, base, origin)
     epochs = space.max_epochs or cfg.optim.epochs

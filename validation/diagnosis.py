@@ -194,21 +194,14 @@ def learning_curve(run_dir, events: ak.Array, every: int = 1) -> list[dict]:
     import json
     from pathlib import Path
 
-    from hepzoo.training.checkpoint import load_weights_file
-    from hepzoo.training.config import load_config
-    from hepzoo.training.loop import build_model
-
-    from .mlpf import torch_predictor
-
     run = Path(run_dir)
-    model = build_model(load_config(run / "config.yaml").model)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     snaps = [r for r in records if "snapshot" in r][::every]
     rows = []
     for r in snaps:
         snap = run / r["snapshot"]  # logged relative to the run folder (older runs: as given at the time)
-        model.load_state_dict(load_weights_file(snap if snap.is_file() else Path(r["snapshot"])))
-        res = diagnose(events, torch_predictor(model))["ablations"]["model"]
+        predict = snapshot_predictor(snap if snap.is_file() else Path(r["snapshot"]), run / "config.yaml")
+        res = diagnose(events, predict)["ablations"]["model"]
         rows.append({"step": r["step"], "events": r["events"], "val_total": r["val"]["total"] if r["val"] else None,
                      "jet_median": res["jet"]["median"], "jet_iqr_over_median": res["jet"]["iqr_over_median"],
                      "met_iqr_over_median": res["met"]["iqr_over_median"]})  # fmt: skip
@@ -253,6 +246,31 @@ def format_diagnosis(result: dict, label: str) -> str:
     return "\n".join(lines)
 
 
+def release_predictor(spec: str) -> tuple[str, Predict]:
+    """(``NAME/VERSION``, element-level predictor) of a zoo release ``NAME`` or ``NAME/VERSION``: the deployed
+    ``model.onnx`` on ONNX Runtime CPU."""
+    from hepzoo.runtime import Session
+
+    name, _, version = spec.partition("/")
+    sess = Session.load(name, version=version or None, backend="onnxruntime-cpu")
+    return f"{sess.name}/{sess.version}", sess.run_elements
+
+
+def snapshot_predictor(path, config, **kwargs) -> Predict:
+    """Element-level predictor of training weights ``path`` (a checkpoint, snapshot or weights file) built from the
+    model section of the training config ``config`` (``kwargs`` override the model's keyword arguments)."""
+    from hepzoo.training.checkpoint import load_weights_file
+    from hepzoo.training.config import load_config
+    from hepzoo.training.loop import build_model
+
+    from .mlpf import torch_predictor
+
+    cfg = load_config(config).model
+    model = build_model(cfg.model_copy(update={"kwargs": {**cfg.kwargs, **kwargs}}))
+    model.load_state_dict(load_weights_file(path))
+    return torch_predictor(model)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m hepzoo.validation.diagnosis --events FILE [--model NAME[/VERSION] ...] [--snapshot PT
     --config YAML] [-n N] [--json OUT]``: prints the diagnosis tables (markdown)."""
@@ -274,24 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     events = read_range(args.events, 0, args.n)
     results = {}
     for spec in args.model:
-        from hepzoo.runtime import Session
-
-        name, _, version = spec.partition("/")
-        sess = Session.load(name, version=version or None, backend="onnxruntime-cpu")
-        results[f"{sess.name}/{sess.version}"] = diagnose(events, sess.run_elements)
+        label, predict = release_predictor(spec)
+        results[label] = diagnose(events, predict)
     if args.snapshot and len(args.config) not in (1, len(args.snapshot)):
         ap.error(f"give one --config, or one per --snapshot ({len(args.snapshot)}), not {len(args.config)}")
     for i, path in enumerate(args.snapshot):
-        from hepzoo.training.checkpoint import load_weights_file
-        from hepzoo.training.config import load_config
-        from hepzoo.training.loop import build_model
-
-        from .mlpf import torch_predictor
-
         config = args.config[i if len(args.config) > 1 else 0]
-        model = build_model(load_config(config).model)
-        model.load_state_dict(load_weights_file(path))
-        results[f"{path} ({config})"] = diagnose(events, torch_predictor(model))
+        results[f"{path} ({config})"] = diagnose(events, snapshot_predictor(path, config))
     for label, res in results.items():
         print(format_diagnosis(res, label), "\n")
     for run in args.run:

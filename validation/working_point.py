@@ -40,7 +40,7 @@ import numpy as np
 
 from hepzoo.datasets.schema import TargetClass
 
-from .diagnosis import Predict, candidates_from, jet_and_met, prediction_kinematics
+from .diagnosis import Predict, candidates_from, jet_and_met, prediction_kinematics, release_predictor, snapshot_predictor
 from .particles import class_flags, pf_particles, target_particles
 
 FIXED_CLASSES = (TargetClass.NONE, TargetClass.CHARGED_HADRON)
@@ -193,22 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     events = read_range(args.events, 0, args.n)
     if args.model:
-        from hepzoo.runtime import Session
-
-        name, _, version = args.model.partition("/")
-        sess = Session.load(name, version=version or None, backend="onnxruntime-cpu")
-        label, predict = f"{sess.name}/{sess.version}", sess.run_elements
+        label, predict = release_predictor(args.model)
     elif args.snapshot and args.config:
-        from hepzoo.training.checkpoint import load_weights_file
-        from hepzoo.training.config import load_config
-        from hepzoo.training.loop import build_model
-
-        from .mlpf import torch_predictor
-
-        cfg = load_config(args.config).model
-        model = build_model(cfg.model_copy(update={"kwargs": {**cfg.kwargs, "class_logit_bias": None}}))
-        model.load_state_dict(load_weights_file(args.snapshot))
-        label, predict = args.snapshot, torch_predictor(model)
+        # the trained decision: a working point already in the config is not applied before choosing a new one
+        label, predict = args.snapshot, snapshot_predictor(args.snapshot, args.config, class_logit_bias=None)
     else:
         ap.error("give --model, or --snapshot with --config")
     result = working_point(events, predict)
