@@ -30,8 +30,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import uuid
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from hepzoo.datasets.dtypes import SchemaError, branch_dtype, cast_flat, dtype_o
 from hepzoo.datasets.layouts import missing_tree_message
 from hepzoo.datasets.mapped import build_mapped, plan_mapped
 from hepzoo.datasets.mapping import BranchMapping
+from hepzoo.datasets.root_writer import AtomicTreeFile, branch_types
 
 Event = dict[str, Any]
 PathLike = str | os.PathLike
@@ -140,17 +139,6 @@ def events_to_awkward(events: Sequence[Event]) -> ak.Array:
 # writing
 
 
-def _cleanup(file: Any, tmp: Path) -> None:
-    try:
-        file.close()
-    except Exception:  # noqa: BLE001 - best effort on abort
-        pass
-    try:
-        tmp.unlink()
-    except FileNotFoundError:
-        pass
-
-
 class EventWriter:
     """Write chunks to ``path`` atomically. ``with EventWriter(p) as w: w.write(chunk); w.write(chunk2)``.
 
@@ -165,17 +153,14 @@ class EventWriter:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"EventWriter: output folder {str(self.path.parent)!r} does not exist")
-        self._tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp"
-        self._file = uproot.recreate(self._tmp)
-        self._finalizer = weakref.finalize(self, _cleanup, self._file, self._tmp)
-        self._tree: Any = None
+        self._out = AtomicTreeFile(self.path, schema.TREE_NAME)
         self._layout: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._metadata = dict(metadata or {})
         self.n_events = 0
 
     @property
     def closed(self) -> bool:
-        return not self._finalizer.alive
+        return self._out.closed
 
     def _arrays(self, chunk: ak.Array) -> tuple[dict[str, Any], tuple[tuple[str, ...], tuple[str, ...]]]:
         fields = set(chunk.fields)
@@ -203,14 +188,11 @@ class EventWriter:
         arrays, layout = self._arrays(chunk)
         if self._layout is None:
             self._layout = layout
-            self._tree = self._file.mktree(
-                schema.TREE_NAME, {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in arrays.items()}
-            )
         elif layout != self._layout:
             raise SchemaError(
                 f"{self.path}: chunk holds scalars/collections {layout}, but the first chunk held {self._layout}"
             )
-        self._tree.extend(arrays)
+        self._out.extend(arrays)
         self.n_events += len(chunk)
 
     def close(self) -> None:
@@ -218,27 +200,19 @@ class EventWriter:
         if self.closed:
             return
         try:
-            if self._tree is None:  # nothing written: an empty tree with the whole schema
+            if self._out.tree is None:  # nothing written: an empty tree with the whole schema
                 empty, _ = self._arrays(events_to_awkward([]))
-                self._file.mktree(
-                    schema.TREE_NAME,
-                    {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in empty.items()},
-                )
-            meta = {"writer": "hepzoo.datasets.io.EventWriter", "tree": schema.TREE_NAME, "n_events": self.n_events}
-            meta.update(self._metadata)
-            self._file[META_KEY] = json.dumps(meta, sort_keys=True, default=str)
-            self._file.close()
-            with open(self._tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self._tmp, self.path)
+                self._out.make_tree(branch_types(empty))
         except BaseException:
             self.abort()
             raise
-        self._finalizer.detach()
+        meta = {"writer": "hepzoo.datasets.io.EventWriter", "tree": schema.TREE_NAME, "n_events": self.n_events}
+        meta.update(self._metadata)
+        self._out.commit(META_KEY, meta)
 
     def abort(self) -> None:
         """Drop the temporary file; ``path`` is not touched."""
-        self._finalizer()
+        self._out.abort()
 
     def __enter__(self) -> EventWriter:
         return self

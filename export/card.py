@@ -317,11 +317,4 @@ def write_card(card: ModelCard, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / CARD
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(card.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, card.model_dump_json(indent=2) + "\n")

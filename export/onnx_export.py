@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hepzoo.datasets.atomic import temporary_path
 from hepzoo.export.card import (
     CARD,
     ModelCard,
@@ -207,8 +208,9 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
 
     folder = release.path
     onnx_path, card_path = folder / ONNX, folder / CARD
-    tmp_onnx = folder / ".model.tmp.onnx"
-    tmp_card = folder / f".{CARD}.tmp"
+    # unique temporaries (datasets.atomic naming): concurrent exports never share one, and a killed export's
+    # leftovers are recognised by remove_stale_temporaries; the pair is published by the two renames below
+    tmp_onnx, tmp_card = temporary_path(onnx_path), temporary_path(card_path)
     moved = False
     try:
         _export(model, spec, spec.export.make_inputs(b_export, n_export, 0), opset, tmp_onnx)
@@ -266,7 +268,7 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
         moved = True
         os.replace(tmp_card, card_path)
     except BaseException:
-        for tmp in (tmp_onnx, tmp_card, folder / f".{tmp_card.name}.tmp"):
+        for tmp in (tmp_onnx, tmp_card):
             tmp.unlink(missing_ok=True)
         if moved:  # the new model is in but its card is not: drop both rather than keep a mismatched pair
             onnx_path.unlink(missing_ok=True)

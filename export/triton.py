@@ -22,6 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from hepzoo.datasets.atomic import replace_directory
+
 from .card import CARD, ModelCard, TensorCard, load_card
 
 __all__ = ["CONFIG", "TRITON_DTYPES", "config_pbtxt", "write_triton_repository"]
@@ -115,14 +117,7 @@ def write_triton_repository(
         shutil.copyfile(release_dir / card.onnx.file, staging / card.version / "model.onnx")
         shutil.copyfile(release_dir / CARD, staging / CARD)
         (staging / CONFIG).write_text(config_pbtxt(card, max_batch_size, max_queue_delay_us))
-        if target.exists():
-            old = repository / f".{card.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
+        replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

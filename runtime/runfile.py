@@ -12,7 +12,7 @@ identifiers the input has (``event_id``, ``process``, ``n_pileup``, ``weight``, 
 
 Output files are written to a temporary name and renamed when complete, so a failed or interrupted run never
 leaves a half-written output; temporaries of killed runs (named with their host and pid, see
-:mod:`hepzoo.atomic`) are removed by the next run into the same folder. The JSON string ``hepzoo_run`` inside
+:mod:`hepzoo.datasets.atomic`) are removed by the next run into the same folder. The JSON string ``hepzoo_run`` inside
 the output records the model (name, version, onnx sha256), backend, seed and the input's size/mtime/entries; a
 re-run skips outputs whose record matches (resumable) and refuses to replace one that does not unless
 ``overwrite``.
@@ -41,7 +41,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from hepzoo.atomic import remove_stale_temporaries, temporary_path
+from hepzoo.datasets.atomic import remove_stale_temporaries
+from hepzoo.datasets.root_writer import ACTIVE_TEMPORARIES, AtomicTreeFile
 from hepzoo.datasets import io, schema
 from hepzoo.datasets.mapping import BranchMapping
 
@@ -134,9 +135,6 @@ def check_run_options(seed: Any, step_size: Any, names: tuple[str, str] = ("seed
         raise ValueError(f"{step_name} {step_size}: must be a positive number of events per chunk")
 
 
-_ACTIVE_TEMPORARIES: set[Path] = set()  # temporary outputs being written by this process
-
-
 @contextlib.contextmanager
 def terminate_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)):
     """Within the block, SIGTERM and SIGHUP (what batch systems send) remove the temporary outputs being
@@ -146,7 +144,7 @@ def terminate_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP
         return
 
     def handler(signum, frame):
-        for tmp in list(_ACTIVE_TEMPORARIES):
+        for tmp in list(ACTIVE_TEMPORARIES):
             tmp.unlink(missing_ok=True)
         message = f"error: terminated by {signal.Signals(signum).name}: stopped, no partial output left\n"
         os.write(2, message.encode())  # unbuffered: the interrupted code may be inside a buffered write
@@ -235,49 +233,6 @@ def _identifiers(chunk: ak.Array, first_entry: int) -> dict[str, np.ndarray]:
     return ids
 
 
-class _AtomicTree:
-    """One TTree written chunk by chunk into a temporary file, renamed over ``path`` by :meth:`commit`."""
-
-    def __init__(self, path: Path):
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
-        self.path = path
-        self.tmp = temporary_path(path)
-        _ACTIVE_TEMPORARIES.add(self.tmp)  # before it exists: a SIGTERM handler removes it (terminate_on_signals)
-        try:
-            self.file = uproot.recreate(self.tmp)
-        except BaseException:
-            self._forget()
-            raise
-        self.tree = None
-
-    def _forget(self) -> None:
-        self.tmp.unlink(missing_ok=True)
-        _ACTIVE_TEMPORARIES.discard(self.tmp)
-
-    def extend(self, arrays: dict[str, Any]) -> None:
-        if self.tree is None:
-            types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in arrays.items()}
-            self.tree = self.file.mktree(OUTPUT_TREE, types)
-        self.tree.extend(arrays)
-
-    def commit(self, record: dict[str, Any]) -> None:
-        self.file[RUN_META_KEY] = json.dumps(record, sort_keys=True)
-        self.file.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
-        _ACTIVE_TEMPORARIES.discard(self.tmp)
-
-    def abort(self) -> None:
-        try:
-            self.file.close()
-        except Exception:  # noqa: BLE001 - the half-written file is removed anyway; the original error matters
-            pass
-        finally:
-            self._forget()
-
-
 def run_file(
     session: Session,
     input_path: str | os.PathLike,
@@ -323,7 +278,7 @@ def run_file(
 
     collection = output_collection(session)
     remove_stale_temporaries(output.parent)  # left by killed runs (their writer process is gone)
-    writer = _AtomicTree(output)
+    writer = AtomicTreeFile(output, OUTPUT_TREE)
     n_events = n_objects = 0
     skipped: list[dict[str, Any]] = []
     prefixes, scalars = input_collections(session), input_scalars(session)
@@ -361,7 +316,7 @@ def run_file(
                  "backend": session.backend_name, "collection": collection}
         if on_bad_event == "skip":
             final["skipped_events"] = skipped
-        writer.commit(final)
+        writer.commit(RUN_META_KEY, final)
     except BaseException:
         writer.abort()
         raise

@@ -146,13 +146,6 @@ def tolerance_violation(
     return worst
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _build_engine(onnx_path: Path, profiles: Sequence[Profile], precision: str, workspace_bytes: int) -> bytes:
     import tensorrt as trt
 
@@ -226,7 +219,7 @@ class TensorRTBackend(Backend):
         path = engine_cache_path(self.card.name, precision, key, self._cache_dir)
         if not path.is_file():
             log.info("%s: building a %s TensorRT engine -> %s", self.onnx_path, precision, path)
-            _write_atomic(path, _build_engine(self.onnx_path, self.profiles, precision, self._workspace))
+            write_bytes_atomic(path, _build_engine(self.onnx_path, self.profiles, precision, self._workspace))
         runtime = self._trt.Runtime(self._trt.Logger(self._trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
@@ -256,7 +249,7 @@ class TensorRTBackend(Backend):
         mask = next((v for v in probe.values() if v.dtype == np.bool_), None)
         output, violation = tolerance_violation(got, ref, self.card.tolerance.atol, self.card.tolerance.rtol, mask)
         verdict = {"passed": bool(violation <= 0), "output": output, "max_violation": violation}
-        _write_atomic(path, json.dumps(verdict).encode())
+        write_bytes_atomic(path, json.dumps(verdict).encode())
         return verdict
 
     def _context(self, index: int):

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from hepzoo.atomic import remove_stale_temporaries, temporary_path  # noqa: E402
+from hepzoo.datasets.atomic import remove_stale_temporaries, temporary_path  # noqa: E402
 from hepzoo.datasets import io  # noqa: E402
 from hepzoo.runtime.runfile import read_run_record  # noqa: E402
 

@@ -14,9 +14,7 @@ name in the destination folder, flushed and renamed over the target, so a crash 
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +55,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
+    """Write ``state`` to ``path`` atomically and durably (:func:`~hepzoo.datasets.atomic.atomic_output`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT_VERSION, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path, fsync=True) as tmp:
+        torch.save({"format": FORMAT_VERSION, **state}, tmp)
     return path
 
 

@@ -48,6 +48,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hepzoo.datasets.atomic import write_text_atomic
 from hepzoo.training.config import TrainConfig, apply_overrides, config_to_dict, load_config, read_yaml
 
 __all__ = [
@@ -361,18 +362,6 @@ class TuneOptions(BaseModel):
     verbose: int = Field(1, ge=0, le=2, description="Ray Tune's console output level")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _ray_init(opts: TuneOptions, out: Path) -> tuple[bool, Path | None]:
     """Start (or join) Ray: (whether this call started it, a temporary folder to remove after shutdown).
     Local session files go under ``out/ray_tmp``."""
@@ -470,11 +459,11 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({c: r.get(c, "") for c in columns})
-    _atomic_write(out / RESULTS_CSV, buf.getvalue())
+    write_text_atomic(out / RESULTS_CSV, buf.getvalue())
     md = ["| rank | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for i, r in enumerate(rows, 1):
         md.append(f"| {i} | " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
-    _atomic_write(out / RESULTS_MD, "\n".join(md) + "\n")
+    write_text_atomic(out / RESULTS_MD, "\n".join(md) + "\n")
 
 
 def best_config(base: dict[str, Any], params: dict[str, Any], epochs: int, out: Path) -> dict[str, Any]:
@@ -573,7 +562,7 @@ def run_search(config_path: str | Path, space_path: str | Path, opts: TuneOption
         f"# best of hepzoo tune {config_path} --space {space_path} (trial {good[0]['trial_id']}, "
         f"{space.metric} {_fmt(good[0][space.metric])}); train it with: hepzoo train {out / BEST_CONFIG}\n"
     )
-    _atomic_write(out / BEST_CONFIG, header + yaml.safe_dump(best, sort_keys=False))
+    write_text_atomic(out / BEST_CONFIG, header + yaml.safe_dump(best, sort_keys=False))
     finished = sum(1 for s in statuses.values() if s in ("TERMINATED", "ERROR"))
     return {
         "rows": rows, "best_params": best_params, "best_config": best, "best_config_path": out / BEST_CONFIG,

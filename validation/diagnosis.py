@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"learning curve {run}"] = rows
         print(format_learning_curve(rows, f"learning curve: {run}"), "\n")
     if args.json:
-        from hepzoo.atomic import write_text_atomic
+        from hepzoo.datasets.atomic import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(results, indent=1, default=float))
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hepzoo.atomic import write_bytes_atomic
+from hepzoo.datasets.atomic import write_bytes_atomic
 
 __all__ = ["Section", "mlpf_plots", "flashsim_plots", "build_sections", "write_markdown", "write_html"]
 

@@ -105,13 +105,7 @@ def measure(session: Any, events: ak.Array, seed: int = DEFAULT_SEED) -> tuple[d
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def write_outputs(metrics: dict[str, Any], arrays: dict, out: Path) -> None:

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     result["events"] = {"file": args.events, "n": len(events)}
     print(format_working_point(result, label))
     if args.json:
-        from hepzoo.atomic import write_text_atomic
+        from hepzoo.datasets.atomic import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(result, indent=1, default=float))
     return 0
