@@ -2,14 +2,14 @@
 
 The ONNX file stays the single source of truth: this module reads its graph with the ``onnx`` package
 (parsing and shape inference only) and interprets it with the Numba kernels of
-:mod:`hepzoo.runtime.numba_ops`. Planning happens once, at load, and does not depend on input shapes:
+:mod:`hepzoo.runtime.numba.kernels`. Planning happens once, at load, and does not depend on input shapes:
 
 1. every node is checked against the supported operator subset (opset <= 20, default domain) and the
    attribute values this module implements; anything else fails here, with an error naming op and node;
 2. nodes whose inputs are all constants (initializer-only subgraphs) are evaluated once (constant folding);
 3. ``MatMul``/``Gemm`` with a constant weight absorb a following bias ``Add`` and any chain of elementwise
-   operators (activation, scaling, ...) into one :func:`~hepzoo.runtime.numba_ops.dense` call, and other
-   chains of elementwise operators on one tensor become one :func:`~hepzoo.runtime.numba_ops.apply_program`
+   operators (activation, scaling, ...) into one :func:`~hepzoo.runtime.numba.kernels.rowwise.dense` call, and other
+   chains of elementwise operators on one tensor become one :func:`~hepzoo.runtime.numba.kernels.rowwise.apply_program`
    pass;
 4. the remaining nodes become a flat list of steps over numbered value slots (no name lookups when running),
    each slot released after its last use.
@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from . import numba_ops as K
+from .numba.kernels.attention import attention, bmm, softmax, softmax32
+from .numba.kernels.indexing import gather_elements, scatter_elements
+from .numba.kernels.reduce import argmax_last, layer_norm, topk
+from .numba.kernels.rowwise import NARROW, OP_CODES, apply_program, dense, dense_rows
 from .backends import Backend
 
 __all__ = ["GraphRunError", "NumbaBackend", "Plan", "UnsupportedModelError", "describe_plan", "plan_graph", "profile_steps"]
@@ -193,7 +196,7 @@ def _program_fn(codes: list[int], consts: np.ndarray) -> Callable:
             raise TypeError(f"elementwise program on {x.dtype}")
         if c.shape[1] > 1 and (x.ndim == 0 or x.shape[-1] != c.shape[1]):
             raise ValueError(f"last axis {x.shape[-1:]} does not match a constant of length {c.shape[1]}")
-        return K.apply_program(np.ascontiguousarray(x), codes_a, c)
+        return apply_program(np.ascontiguousarray(x), codes_a, c)
 
     return run
 
@@ -201,7 +204,7 @@ def _program_fn(codes: list[int], consts: np.ndarray) -> Callable:
 @_op(*_UNARY_CODES)
 def _unary(node, const, info):
     _check_attrs(node, {})
-    code = K.OP_CODES[_UNARY_CODES[node.op]]
+    code = OP_CODES[_UNARY_CODES[node.op]]
     program = _program_fn([code], np.zeros((1, 1)))
     fallback = _UNARY_NUMPY.get(node.op)
 
@@ -219,7 +222,7 @@ def _unary(node, const, info):
 def _gelu(node, const, info):
     a = _check_attrs(node, {"approximate": "none"})
     _require(node, a["approximate"] in ("none", "tanh"), f"approximate={a['approximate']!r}")
-    return _program_fn([K.OP_CODES["GELU" if a["approximate"] == "none" else "GELU_TANH"]], np.zeros((1, 1)))
+    return _program_fn([OP_CODES["GELU" if a["approximate"] == "none" else "GELU_TANH"]], np.zeros((1, 1)))
 
 
 def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -527,7 +530,7 @@ def _argmax(node, const, info):
         flat = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1] if moved.ndim else 1)
         if flat.shape[1] == 0:
             raise GraphRunError(f"{node.where()}: ArgMax over an empty axis")
-        out = K.argmax_last(flat, bool(a["select_last_index"])).reshape(moved.shape[:-1])
+        out = argmax_last(flat, bool(a["select_last_index"])).reshape(moved.shape[:-1])
         return np.expand_dims(out, axis) if a["keepdims"] else out
 
     return run
@@ -547,7 +550,7 @@ def _softmax(node, const, info):
         _require_float(node, x)
         axis = _norm_axis(a["axis"], x.ndim, node)
         rows, shape = _rows_along(x, axis)
-        y = K.softmax32(rows) if x.dtype == np.float32 else K.softmax(rows)
+        y = softmax32(rows) if x.dtype == np.float32 else softmax(rows)
         return np.moveaxis(y.reshape(shape), -1, axis)
 
     return run
@@ -572,7 +575,7 @@ def _layer_norm(node, const, info):
         rows = np.ascontiguousarray(x).reshape(-1, d)
         gamma = np.ascontiguousarray(np.broadcast_to(scale, inner), dtype=x.dtype).reshape(d)
         beta = np.zeros(d, x.dtype) if bias is None else np.ascontiguousarray(np.broadcast_to(bias, inner), dtype=x.dtype).reshape(d)
-        y, mean, inv_std = K.layer_norm(rows, gamma, beta, float(a["epsilon"]))
+        y, mean, inv_std = layer_norm(rows, gamma, beta, float(a["epsilon"]))
         if n_out == 1:
             return y.reshape(x.shape)
         stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
@@ -594,7 +597,7 @@ def _topk(node, const, info):
         if not 0 <= k <= x.shape[axis]:
             raise GraphRunError(f"{node.where()}: k={k} is out of range for axis {axis} of size {x.shape[axis]}")
         rows, shape = _rows_along(x, axis)
-        values, indices = K.topk(rows, k, bool(a["largest"]))
+        values, indices = topk(rows, k, bool(a["largest"]))
         out_shape = shape[:-1] + (k,)
         return (np.moveaxis(values.reshape(out_shape), -1, axis), np.moveaxis(indices.reshape(out_shape), -1, axis))
 
@@ -625,7 +628,7 @@ def _gather_elements(node, const, info):
             if any(i > d for k, (i, d) in enumerate(zip(idx.shape, data.shape, strict=True)) if k != axis):
                 raise GraphRunError(f"{node.where()}: indices shape {idx.shape} exceeds data shape {data.shape}")
             data = data[tuple(slice(None) if k == axis else slice(0, i) for k, i in enumerate(idx.shape))]
-        out, bad = K.gather_elements(_three_d(data, axis), _three_d(idx.astype(np.int64, copy=False), axis))
+        out, bad = gather_elements(_three_d(data, axis), _three_d(idx.astype(np.int64, copy=False), axis))
         if bad >= 0:
             raise _index_error(node, idx, bad, data.shape[axis])
         return out.reshape(idx.shape)
@@ -650,7 +653,7 @@ def _scatter_elements(node, const, info):
             raise GraphRunError(
                 f"{node.where()}: indices shape {idx.shape} must match data {data.shape} off axis {axis} in this backend"
             )
-        out, bad = K.scatter_elements(
+        out, bad = scatter_elements(
             _three_d(data, axis),
             _three_d(idx.astype(np.int64, copy=False), axis),
             _three_d(updates.astype(data.dtype, copy=False), axis),
@@ -664,7 +667,7 @@ def _scatter_elements(node, const, info):
 
 
 def _matmul_any(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.matmul`` semantics (1-D promotion, batch broadcasting) on the :func:`~numba_ops.bmm` kernel."""
+    """``np.matmul`` semantics (1-D promotion, batch broadcasting) on the :func:`~hepzoo.runtime.numba.kernels.attention.bmm` kernel."""
     if a.dtype not in _FLOATS or b.dtype != a.dtype:
         return np.matmul(a, b)
     a2 = a[None, :] if a.ndim == 1 else a
@@ -676,7 +679,7 @@ def _matmul_any(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not match")
     a3 = np.ascontiguousarray(np.broadcast_to(a2, batch + (m, k))).reshape(-1, m, k)
     b3 = np.ascontiguousarray(np.broadcast_to(b2, batch + (k, n))).reshape(-1, k, n)
-    out = K.bmm(a3, b3).reshape(batch + (m, n))
+    out = bmm(a3, b3).reshape(batch + (m, n))
     if a.ndim == 1:
         out = out[..., 0, :]
     if b.ndim == 1:
@@ -717,7 +720,7 @@ def _dense_fn(w: np.ndarray, bias: np.ndarray, codes: list[int], consts: np.ndar
     dt = w.dtype
     consts = np.ascontiguousarray(consts.astype(dt))
     # float32: the compiled plans' blocked kernels and float32 activations; float64 keeps float64 activations
-    narrow = n < K.NARROW
+    narrow = n < NARROW
     wt = np.ascontiguousarray(w.T)
 
     def run(x):
@@ -725,9 +728,9 @@ def _dense_fn(w: np.ndarray, bias: np.ndarray, codes: list[int], consts: np.ndar
             raise ValueError(f"input {x.dtype}{list(x.shape)} does not match the weight {dt}[{kdim}, {n}]")
         rows = np.ascontiguousarray(x).reshape(-1, kdim)
         if dt == np.float32:
-            out = K.dense_rows(rows, w, wt, bias, codes_a, consts, narrow)
+            out = dense_rows(rows, w, wt, bias, codes_a, consts, narrow)
         else:
-            out = K.dense(rows, w, bias, codes_a, consts)
+            out = dense(rows, w, bias, codes_a, consts)
         return out.reshape(x.shape[:-1]) if w_vector else out.reshape(x.shape[:-1] + (n,))
 
     return run
@@ -947,7 +950,7 @@ def plan_graph(onnx_path: str | Path) -> Plan:
             names = " + ".join(live[i][0].name for i in range(pos, last + 1))
             where = f"fused {names} (MatMul+bias+{len(codes)} elementwise)"
             consts_a = _rows_to_consts(rows) if rows else np.zeros((0, 1))
-            prog_codes = [K.OP_CODES[c] for c in codes]
+            prog_codes = [OP_CODES[c] for c in codes]
             spec = ("dense", w, bias, list(codes), consts_a, w_vector)
             steps_src.append((_dense_fn(w, bias, prog_codes, consts_a, w_vector), [x_name], [value], where, spec))
             fused["dense"] = fused.get("dense", 0) + 1
@@ -967,7 +970,7 @@ def plan_graph(onnx_path: str | Path) -> Plan:
                     fused["nodes_into_chains"] = fused.get("nodes_into_chains", 0) + (last - pos + 1)
                 names = " + ".join(live[i][0].name for i in range(pos, last + 1))
                 consts_a = _rows_to_consts(rows)
-                fn = _program_fn([K.OP_CODES[c] for c in codes], consts_a)
+                fn = _program_fn([OP_CODES[c] for c in codes], consts_a)
                 steps_src.append((fn, [dyn[0]], [value], f"elementwise {names}", ("program", list(codes), consts_a)))
                 pos = last + 1
                 continue
@@ -1043,7 +1046,7 @@ def _attention_candidate(live: list, pos: int, consts: dict, infos: dict, sole_n
 
 
 def _attention_fn(group: list[tuple[_Node, Callable]], where: str) -> Callable:
-    """Run the fused attention group on :func:`~numba_ops.attention` when the operands are float32 with at
+    """Run the fused attention group on :func:`~hepzoo.runtime.numba.kernels.attention.attention` when the operands are float32 with at
     least two axes and the mask broadcasts along the query axis (or is absent); otherwise run the group's
     nodes one after another (the unfused path)."""
     has_mask = group[1][0].op == "Add"
@@ -1081,7 +1084,7 @@ def _attention_fn(group: list[tuple[_Node, Callable]], where: str) -> Callable:
             else:
                 mm = np.broadcast_to(mm.reshape(mm.shape[-2:]), (mshape[0], n))
             mask3 = np.ascontiguousarray(mm).reshape(-1, mshape[0], n)
-        return K.attention(q3, kt3, mask3, vt3).reshape(batch + (m, v.shape[-1]))
+        return attention(q3, kt3, mask3, vt3).reshape(batch + (m, v.shape[-1]))
 
     return run
 
