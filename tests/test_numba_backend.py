@@ -24,7 +24,7 @@ from hepzoo.export.zoo import list_releases
 from hepzoo.models import get_spec
 from hepzoo.runtime import NumbaBackend, Session, available_backends
 from hepzoo.runtime.numba.kernels import attention, indexing, reduce, reference, rowwise
-from hepzoo.runtime.numba_backend import GraphRunError, UnsupportedModelError, plan_graph
+from hepzoo.runtime.numba import GraphRunError, UnsupportedModelError, plan_graph
 
 from test_runtime import _events  # noqa: E402  (events of given track/cluster counts)
 
@@ -592,7 +592,7 @@ def test_gather_elements_negative_axis(tmp_path):
     np.testing.assert_array_equal(got, np.take_along_axis(data, idx % 5, axis=-1))
 
 
-# ---- the compiled path: one generated function per row-wise graph (numba_compile) -----------------------------------
+# ---- the compiled path: one generated function per row-wise graph (numba.compile) -----------------------------------
 
 
 @pytest.mark.parametrize("names", ALL_STEPS, ids=lambda n: "-".join(n))
