@@ -5,7 +5,7 @@ the sha256 of ``model.onnx``, and picks a backend (``"auto"``: the best availabl
 """
 
 from .backends import PRIORITY, Backend, OnnxRuntimeCPUBackend, available_backends, create_backend
-from .numba_backend import NumbaBackend
+from .numba import NumbaBackend
 from .session import Session, resolve_release_dir
 
 __all__ = [

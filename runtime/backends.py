@@ -110,7 +110,7 @@ def _numba_available() -> bool:
 
 
 def _numba_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
-    from .numba_backend import NumbaBackend
+    from .numba import NumbaBackend
 
     return NumbaBackend(onnx_path, intra_op_threads=intra_op_threads)
 

@@ -73,7 +73,7 @@ def test_decoding_options_export_and_run_on_onnxruntime_and_numba(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from hepzoo.export.onnx_export import _export
     from hepzoo.models import get_spec
-    from hepzoo.runtime.numba_backend import NumbaBackend
+    from hepzoo.runtime.numba import NumbaBackend
 
     _, model = _pair("mlpf-gnnlsh", measured_tracks=True, class_logit_bias=[0.0, 0.0, 0.3, 0.0, -0.7, -1.0])
     spec = get_spec("mlpf-gnnlsh")

@@ -102,7 +102,7 @@ def test_link_models_export_and_run_on_onnxruntime_and_numba(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from hepzoo.export.onnx_export import _export
     from hepzoo.models import get_spec
-    from hepzoo.runtime.numba_backend import NumbaBackend
+    from hepzoo.runtime.numba import NumbaBackend
 
     torch.manual_seed(0)
     model = create_model(name, width=16, num_layers=1, link_window=32).eval()

@@ -3,10 +3,12 @@ vs ONNX Runtime CPU within the card's tolerance, load-time errors, and a process
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -21,8 +23,8 @@ from hepzoo.export.card import load_card
 from hepzoo.export.zoo import list_releases
 from hepzoo.models import get_spec
 from hepzoo.runtime import NumbaBackend, Session, available_backends
-from hepzoo.runtime import numba_ops as K
-from hepzoo.runtime.numba_backend import GraphRunError, UnsupportedModelError, plan_graph
+from hepzoo.runtime.numba.kernels import attention, indexing, reduce, reference, rowwise
+from hepzoo.runtime.numba import GraphRunError, UnsupportedModelError, plan_graph
 
 from test_runtime import _events  # noqa: E402  (events of given track/cluster counts)
 
@@ -34,7 +36,7 @@ RNG = np.random.default_rng
 
 
 def _program(names: list[str], rng, ncol: int) -> tuple[np.ndarray, np.ndarray]:
-    codes = np.array([K.OP_CODES[n] for n in names], dtype=np.int64)
+    codes = np.array([rowwise.OP_CODES[n] for n in names], dtype=np.int64)
     consts = rng.uniform(0.5, 2.0, (len(names), ncol)).astype(np.float32)
     return codes, consts
 
@@ -58,8 +60,8 @@ def test_apply_program_matches_numpy(names, ncol):
     x = (rng.standard_normal((5, 3, 7)) * 3).astype(np.float32)
     x[0, 0, :3] = [0.0, 2.5, -3.5]  # rounding ties, zero
     codes, consts = _program(names, rng, ncol)
-    got = K.apply_program(x, codes, consts)
-    ref = K.run_program_numpy(x, codes, consts)
+    got = rowwise.apply_program(x, codes, consts)
+    ref = reference.run_program_numpy(x, codes, consts)
     assert got.dtype == np.float32 and got.shape == x.shape
     np.testing.assert_allclose(got, ref, rtol=2e-6, atol=2e-6, equal_nan=True)
 
@@ -76,7 +78,7 @@ def test_program_special_values():
             "EXP": np.exp(x64),
         }
         for name, ref in refs.items():
-            got = K.apply_program(x, np.array([K.OP_CODES[name]]), np.zeros((1, 1), np.float32))
+            got = rowwise.apply_program(x, np.array([rowwise.OP_CODES[name]]), np.zeros((1, 1), np.float32))
             np.testing.assert_allclose(got, ref.astype(np.float32), rtol=1e-6, atol=1e-7, equal_nan=True, err_msg=name)
 
 
@@ -92,9 +94,9 @@ def test_dense_matches_numpy(m, ncol_program):
         codes, consts = np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
     else:
         codes, consts = _program(["GELU", "MUL", "ADD"], rng, 1 if ncol_program == 1 else n)
-    got = K.dense(x, w, b, codes, consts)
+    got = rowwise.dense(x, w, b, codes, consts)
     lin = (x.astype(np.float64) @ w + b).astype(np.float32)
-    ref = K.run_program_numpy(lin, codes, consts) if codes.size else lin
+    ref = reference.run_program_numpy(lin, codes, consts) if codes.size else lin
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -102,14 +104,14 @@ def test_bmm_matches_numpy():
     rng = RNG(2)
     a = rng.standard_normal((4, 5, 6)).astype(np.float32)
     b = rng.standard_normal((4, 6, 3)).astype(np.float32)
-    np.testing.assert_allclose(K.bmm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(attention.bmm(a, b), a @ b, rtol=1e-5, atol=1e-5)
 
 
 def test_layer_norm_matches_numpy():
     rng = RNG(3)
     x = (rng.standard_normal((6, 10)) * 5 + 3).astype(np.float32)
     g, b = rng.standard_normal(10).astype(np.float32), rng.standard_normal(10).astype(np.float32)
-    y, mean, inv = K.layer_norm(x, g, b, 1e-5)
+    y, mean, inv = reduce.layer_norm(x, g, b, 1e-5)
     x64 = x.astype(np.float64)
     mu, var = x64.mean(1, keepdims=True), x64.var(1, keepdims=True)
     np.testing.assert_allclose(y, (x64 - mu) / np.sqrt(var + 1e-5) * g + b, rtol=1e-5, atol=1e-5)
@@ -122,7 +124,7 @@ def test_softmax_with_minus_inf_masking():
     x = rng.standard_normal((4, 9)).astype(np.float32) * 10
     x[1, 3:] = -np.inf  # partly masked row
     x[2, :] = -np.inf  # fully masked row: NaN, as in NumPy's formula and ONNX Runtime
-    got = K.softmax(x)
+    got = attention.softmax(x)
     with np.errstate(invalid="ignore"):
         e = np.exp(x - x.max(1, keepdims=True))
         ref = e / e.sum(1, keepdims=True)
@@ -132,8 +134,8 @@ def test_softmax_with_minus_inf_masking():
 
 def test_argmax_ties():
     x = np.array([[1, 3, 3, 0], [2, 2, 2, 2], [-1, -5, -1, -9]], np.float32)
-    np.testing.assert_array_equal(K.argmax_last(x, False), [1, 0, 0])
-    np.testing.assert_array_equal(K.argmax_last(x, True), [2, 3, 2])
+    np.testing.assert_array_equal(reduce.argmax_last(x, False), [1, 0, 0])
+    np.testing.assert_array_equal(reduce.argmax_last(x, True), [2, 3, 2])
 
 
 def _topk_reference(x: np.ndarray, k: int, largest: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +150,7 @@ def _topk_reference(x: np.ndarray, k: int, largest: bool) -> tuple[np.ndarray, n
 def test_topk_with_ties(largest, k):
     rng = RNG(5)
     x = rng.integers(0, 6, (7, 33)).astype(np.float32)  # many ties
-    values, indices = K.topk(x, k, largest)
+    values, indices = reduce.topk(x, k, largest)
     ref_v, ref_i = _topk_reference(x, k, largest)
     np.testing.assert_array_equal(indices, ref_i)
     np.testing.assert_array_equal(values, ref_v)
@@ -158,13 +160,13 @@ def test_gather_scatter_elements_match_numpy():
     rng = RNG(6)
     data = rng.standard_normal((3, 8, 4)).astype(np.float32)
     idx = rng.integers(-8, 8, (3, 5, 4))
-    out, bad = K.gather_elements(data, idx)
+    out, bad = indexing.gather_elements(data, idx)
     assert bad == -1
     np.testing.assert_array_equal(out, np.take_along_axis(data, idx % 8, axis=1))
     perm = np.stack([np.stack([rng.permutation(8) for _ in range(4)], -1) for _ in range(3)])  # unique per column
     upd = rng.standard_normal(perm.shape).astype(np.float32)
     for code, ufunc in [(0, None), (1, np.add), (2, np.multiply), (3, np.maximum), (4, np.minimum)]:
-        got, bad = K.scatter_elements(data, perm - 8 * (code % 2), upd, code)  # negative indices on odd codes
+        got, bad = indexing.scatter_elements(data, perm - 8 * (code % 2), upd, code)  # negative indices on odd codes
         ref = data.copy()
         if ufunc is None:
             np.put_along_axis(ref, perm, upd, axis=1)
@@ -172,8 +174,23 @@ def test_gather_scatter_elements_match_numpy():
             np.put_along_axis(ref, perm, ufunc(np.take_along_axis(ref, perm, 1), upd), axis=1)
         assert bad == -1
         np.testing.assert_allclose(got, ref, rtol=1e-6)
-    _, bad = K.gather_elements(data, np.full((3, 1, 4), 8))
+    _, bad = indexing.gather_elements(data, np.full((3, 1, 4), 8))
     assert bad == 0
+
+
+def test_kernel_modules_import_nothing_from_each_other():
+    """Numba checks a cached kernel against its own source file only, but the machine code it keeps includes
+    every @njit function the kernel calls (and the constants it reads): a module with kernels must take none
+    from another hepzoo module, or an edit there would leave stale machine code in this one's cache."""
+    modules = sorted(Path(rowwise.__file__).parent.glob("*.py"))
+    assert len(modules) >= 5
+    for path in modules:
+        tree = ast.parse(path.read_text())
+        kernels = [f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and any(
+            isinstance(d, ast.Call) and getattr(d.func, "id", None) == "njit" for d in f.decorator_list)]
+        local = [n.lineno for n in ast.walk(tree) if (isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("hepzoo")))
+                 or (isinstance(n, ast.Import) and any(a.name.startswith("hepzoo") for a in n.names))]  # fmt: skip
+        assert not (kernels and local), f"{path.name} defines kernels {kernels[:3]}... and imports hepzoo code (line {local[:1]})"
 
 
 # ---- single operators vs the ONNX reference evaluator ------------------------------------------------------------
@@ -316,7 +333,7 @@ def test_softmax32_matches_numpy(d):
     x[2] = -np.inf  # fully masked: NaN
     x[3, 0] = np.nan  # a NaN makes its row NaN
     x[4] = -x[4] - 200.0  # all negative, large shift
-    got = K.softmax32(x)
+    got = attention.softmax32(x)
     ref = _softmax_ref(x)
     ref[3] = np.nan
     np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-7, equal_nan=True)
@@ -338,7 +355,7 @@ def test_attention_matches_numpy(m, dim, n, dv, mask_kind):
     mask[..., 0] = 0.0  # one open key per row
     if mask_kind != "keys" and m > 1:
         mask[0, -1 if mask_kind == "full" else 0, :] = -np.inf  # a fully masked row (or batch entry): NaN
-    got = K.attention(q, kt, np.ascontiguousarray(mask), np.ascontiguousarray(np.swapaxes(v, 1, 2)))
+    got = attention.attention(q, kt, np.ascontiguousarray(mask), np.ascontiguousarray(np.swapaxes(v, 1, 2)))
     with np.errstate(invalid="ignore"):
         ref = _softmax_ref(q.astype(np.float64) @ kt + mask) @ v
     assert got.shape == (b, m, dv) and got.dtype == np.float32
@@ -355,11 +372,11 @@ def test_dense_rows_matches_numpy(m):
         w = rng.standard_normal((19, n)).astype(np.float32)
         bias = rng.standard_normal(n).astype(np.float32)
         for names in ([], ["GELU", "MUL"], ["SIGMOID"]):
-            codes = np.array([K.OP_CODES[c] for c in names], dtype=np.int64)
+            codes = np.array([rowwise.OP_CODES[c] for c in names], dtype=np.int64)
             consts = rng.uniform(0.5, 2.0, (len(names), n)).astype(np.float32).reshape(len(names), n)
-            got = K.dense_rows(x, w, np.ascontiguousarray(w.T), bias, codes, consts, n < K.NARROW)
+            got = rowwise.dense_rows(x, w, np.ascontiguousarray(w.T), bias, codes, consts, n < rowwise.NARROW)
             lin = (x.astype(np.float64) @ w + bias).astype(np.float32)
-            ref = K.run_program_numpy(lin, codes, consts) if names else lin
+            ref = reference.run_program_numpy(lin, codes, consts) if names else lin
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=f"n={n} {names}")
 
 
@@ -575,7 +592,7 @@ def test_gather_elements_negative_axis(tmp_path):
     np.testing.assert_array_equal(got, np.take_along_axis(data, idx % 5, axis=-1))
 
 
-# ---- the compiled path: one generated function per row-wise graph (numba_compile) -----------------------------------
+# ---- the compiled path: one generated function per row-wise graph (numba.compile) -----------------------------------
 
 
 @pytest.mark.parametrize("names", ALL_STEPS, ids=lambda n: "-".join(n))
@@ -588,8 +605,8 @@ def test_program_rows_matches_numpy(names, ncol, in_place):
     x[0, :3] = [0.0, 2.5, -3.5]
     codes, consts = _program(names, rng, ncol)
     out = x.copy() if in_place else np.full_like(x, 99.0)
-    K.program_rows(out if in_place else x, 5, codes, consts, out)
-    ref = K.run_program_numpy(x[:5], codes, consts)
+    rowwise.program_rows(out if in_place else x, 5, codes, consts, out)
+    ref = reference.run_program_numpy(x[:5], codes, consts)
     np.testing.assert_allclose(out[:5], ref, rtol=1e-5, atol=2e-6, equal_nan=True)
     np.testing.assert_array_equal(out[5], x[5] if in_place else 99.0)
 
@@ -605,7 +622,7 @@ def test_float32_activations_match_scipy():
     }
     for name, ref in checks.items():
         got = x[None].copy()
-        K.program_rows(got, 1, np.array([K.OP_CODES[name]]), np.zeros((1, 1), np.float32), got)
+        rowwise.program_rows(got, 1, np.array([rowwise.OP_CODES[name]]), np.zeros((1, 1), np.float32), got)
         np.testing.assert_allclose(got[0], ref, rtol=2e-6, atol=1e-6, err_msg=name)
 
 
@@ -619,11 +636,11 @@ def test_dense_into_kernels_match_numpy(m, k):
         b = rng.standard_normal(n).astype(np.float32)
         ref = (x[:m].astype(np.float64) @ w + b).astype(np.float32)
         out = np.full((m + 1, n), 99.0, np.float32)
-        K.dense_into(x, m, w, b, out)
+        rowwise.dense_into(x, m, w, b, out)
         np.testing.assert_allclose(out[:m], ref, rtol=1e-5, atol=1e-5)
         assert np.all(out[m] == 99.0)
         out_t = np.full((m + 1, n), 99.0, np.float32)
-        K.dense_t_into(x, m, np.ascontiguousarray(w.T), b, out_t)
+        rowwise.dense_t_into(x, m, np.ascontiguousarray(w.T), b, out_t)
         np.testing.assert_allclose(out_t[:m], ref, rtol=1e-5, atol=1e-5)
         assert np.all(out_t[m] == 99.0)
 
@@ -631,11 +648,11 @@ def test_dense_into_kernels_match_numpy(m, k):
 def test_copy_and_gather_cols():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     out = np.zeros((3, 6), np.float32)
-    K.copy_cols(x, 2, 3, -2, 2, out, 1)  # columns 3, 1 into 1, 2 of the first two rows
+    indexing.copy_cols(x, 2, 3, -2, 2, out, 1)  # columns 3, 1 into 1, 2 of the first two rows
     np.testing.assert_array_equal(out[:2, 1:3], x[:2, [3, 1]])
     assert not out[2].any() and not out[:, [0, 3, 4, 5]].any()
     g = np.zeros((3, 3), np.float32)
-    K.gather_cols(x, 3, np.array([2, 0, 2]), g)
+    indexing.gather_cols(x, 3, np.array([2, 0, 2]), g)
     np.testing.assert_array_equal(g, x[:, [2, 0, 2]])
 
 

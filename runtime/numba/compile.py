@@ -1,23 +1,26 @@
 """Compile a planned graph into one generated Numba function: one dispatch per run instead of one per step.
 
-The interpreter in :mod:`hepzoo.runtime.numba_backend` pays Python and Numba dispatch costs (about 2 µs) for
+The interpreter (:mod:`hepzoo.runtime.numba.backend`) pays Python and Numba dispatch costs (about 2 µs) for
 each of its steps; the flash-sim graphs have ~95 steps and only ~17 features per row, so at batch size 1 that
 overhead is nearly all of the run time. Their steps all work row by row on ``[batch, C]`` tensors (matrix
 products with a constant weight, elementwise chains, Slice/Concat/Gather on the feature axis, Where, ...),
 so the whole graph can be written as one loop over blocks of rows.
 
-:func:`compile_plan` does that from the :class:`~hepzoo.runtime.numba_backend.Plan` (the ONNX graph after
+:func:`compile_plan` does that from the :class:`~hepzoo.runtime.numba.planner.Plan` (the ONNX graph after
 constant folding and fusion, so the ONNX file stays the single source of truth): it generates Python source
 for one ``@njit`` function that processes :data:`BLOCK_ROWS` rows at a time through preallocated block buffers
 (reused by liveness, so a block's working set stays in cache) and calls the kernels of
-:mod:`hepzoo.runtime.numba_ops` (inlined by LLVM). Weights travel in one flat float32 array, so the function
-takes a handful of arguments whatever the graph's size. A graph with any step outside this row-wise subset
+:mod:`hepzoo.runtime.numba.kernels.rowwise` and :mod:`~hepzoo.runtime.numba.kernels.indexing` (inlined by
+LLVM). Weights travel in one flat float32 array, so the function takes a handful of arguments whatever the
+graph's size. A graph with any step outside this row-wise subset
 (the MLPF graphs: rank-3 tensors, TopK, scatter, attention) is not compiled and keeps the interpreter.
 
 The source is written to a cache folder (:func:`cache_dir`) under a name that hashes the source itself, which
-embeds the model's sha256, this module's codegen version, the numba version and a hash of
-``numba_ops.py``; it is imported from there with Numba's ``cache=True``, so a second process loads the
-machine code instead of compiling it (~1 s instead of ~10-20 s).
+embeds the model's sha256, this module's codegen version, the numba version and a hash of the kernel
+sources (:func:`kernels_sha256`: Numba's cache of the generated function holds the kernels' machine code but
+only checks the generated file, so a kernel edit must change that file); it is imported from there with
+Numba's ``cache=True``, so a second process loads the machine code instead of compiling it (~1 s instead of
+~10-20 s).
 """
 
 from __future__ import annotations
@@ -36,17 +39,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import numba_ops
+from . import kernels
+from .ir import DTYPES, Node
+from .kernels.rowwise import NARROW, OP_CODES
+from .operators.common import as_int_list, onnx_slice
 
 if TYPE_CHECKING:
-    from .numba_backend import Plan
+    from .planner import Plan
 
-__all__ = ["BLOCK_ROWS", "CompiledPlan", "NotCompilable", "cache_dir", "compile_plan", "generate_source"]
+__all__ = ["BLOCK_ROWS", "CompiledPlan", "NotCompilable", "cache_dir", "compile_plan", "generate_source", "kernels_sha256"]
 
 log = logging.getLogger(__name__)
 
-CODEGEN_VERSION = 1
-NARROW = numba_ops.NARROW  # matrix products with fewer output columns use the dot-product kernel (dense_t_into)
+CODEGEN_VERSION = 2  # 2: the kernels are imported from hepzoo.runtime.numba.kernels
 BLOCK_ROWS = 64  # rows per pass through the graph: 64 x 64 float32 buffers (16 KiB) stay in L1/L2
 _F32 = np.dtype(np.float32)
 _LOCK = threading.Lock()
@@ -65,6 +70,14 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "hepzoo" / "numba-plans"
+
+
+def kernels_sha256() -> str:
+    """Hash of every kernel module's source (:mod:`hepzoo.runtime.numba.kernels`), 16 hex digits."""
+    h = hashlib.sha256()
+    for path in sorted(Path(kernels.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -160,10 +173,8 @@ def _const_expr(gen: _Gen, c: np.ndarray, rank: int, width: int, what: str) -> s
 
 
 def _program_call(gen: _Gen, codes: list[str], consts: np.ndarray, src: str, dst: str, width: int, what: str) -> None:
-    """``dst = program(src)`` through :func:`~hepzoo.runtime.numba_ops.program_rows` (one compiled kernel for
-    every program: generating each chain inline made LLVM take minutes on the flash-sim graphs)."""
-    from .numba_ops import OP_CODES
-
+    """``dst = program(src)`` through :func:`~hepzoo.runtime.numba.kernels.rowwise.program_rows` (one compiled
+    kernel for every program: generating each chain inline made LLVM take minutes on the flash-sim graphs)."""
     if consts.shape[1] > 1 and consts.shape[1] != width:
         raise NotCompilable(f"{what}: constants of width {consts.shape[1]} on a row of width {width}")
     if any(c not in OP_CODES for c in codes):
@@ -174,9 +185,7 @@ def _program_call(gen: _Gen, codes: list[str], consts: np.ndarray, src: str, dst
 
 
 def _onnx_cols(starts: list[int], ends: list[int], steps: list[int], width: int, what: str) -> range:
-    from .numba_backend import _Node, _onnx_slice
-
-    s = _onnx_slice(starts[0], ends[0], steps[0], width, _Node("Slice", what, [], [], {}))
+    s = onnx_slice(starts[0], ends[0], steps[0], width, Node("Slice", what, [], [], {}))
     return range(width)[s]
 
 
@@ -185,8 +194,6 @@ def generate_source(plan: Plan, model_sha256: str) -> tuple[str, tuple[np.ndarra
 
     Raises :class:`NotCompilable` naming the first step outside the row-wise subset.
     """
-    from .numba_backend import _as_int_list
-
     gen = _Gen()
     rows: dict[int, _Row] = {}
     consts = {s: v for s, v in enumerate(plan.template) if v is not None}
@@ -245,7 +252,7 @@ def generate_source(plan: Plan, model_sha256: str) -> tuple[str, tuple[np.ndarra
         elif kind == "attention":
             raise NotCompilable(f"{where}: attention mixes rows (not a row-wise step)")
         else:
-            results = [_node(gen, spec[1], spec[2], [rows.get(s) for s in ins], where, new_row, alias, _as_int_list)]
+            results = [_node(gen, spec[1], spec[2], [rows.get(s) for s in ins], where, new_row, alias)]
         for s, r in zip(outs, results, strict=True):
             rows[s] = r
         for s in dict.fromkeys(ins):
@@ -261,21 +268,20 @@ def generate_source(plan: Plan, model_sha256: str) -> tuple[str, tuple[np.ndarra
 
     import numba
 
-    ops_hash = hashlib.sha256(Path(numba_ops.__file__).read_bytes()).hexdigest()[:16]
+    kernels_hash = kernels_sha256()
     n_in, n_out = len(plan.inputs), len(plan.outputs)
     args = [f"x{k}" for k in range(n_in)] + [f"y{k}" for k in range(n_out)]
     sig = "void(int64, " + ", ".join(["float32[:, ::1]"] * (n_in + n_out)) + ", float32[::1], boolean[::1], int64[::1])"
     src = [
-        f"# Generated by hepzoo.runtime.numba_compile (codegen {CODEGEN_VERSION}) from a model with sha256",
-        f"# {model_sha256}; numba {numba.__version__}, numba_ops {ops_hash}. Do not edit: regenerated on change.",
+        f"# Generated by hepzoo.runtime.numba.compile (codegen {CODEGEN_VERSION}) from a model with sha256",
+        f"# {model_sha256}; numba {numba.__version__}, kernels {kernels_hash}. Do not edit: regenerated on change.",
         "import math",
         "",
         "import numpy as np",
         "from numba import njit",
         "",
-        "from hepzoo.runtime.numba_ops import (",
-        "    copy_cols, dense_into, dense_t_into, gather_cols, program_rows,",
-        ")",
+        "from hepzoo.runtime.numba.kernels.indexing import copy_cols, gather_cols",
+        "from hepzoo.runtime.numba.kernels.rowwise import dense_into, dense_t_into, program_rows",
         "",
         "",
         f'@njit("{sig}", cache=True, nogil=True, boundscheck=False, error_model="numpy",',
@@ -294,7 +300,7 @@ def generate_source(plan: Plan, model_sha256: str) -> tuple[str, tuple[np.ndarra
     return "\n".join(src), (kf, kb, ki), outputs
 
 
-def _node(gen: _Gen, node, const: list, ins: list[_Row | None], where: str, new_row, alias, as_int_list) -> _Row:
+def _node(gen: _Gen, node: Node, const: list, ins: list[_Row | None], where: str, new_row, alias) -> _Row:
     """Code for one uncompiled-by-fusion ONNX node on row values; raises NotCompilable outside the subset."""
     op = node.op
     x = ins[0] if ins else None
@@ -303,9 +309,7 @@ def _node(gen: _Gen, node, const: list, ins: list[_Row | None], where: str, new_
     if op == "Identity":
         return alias(x, x.width, x.rank)
     if op == "Cast":
-        from .numba_backend import _DTYPES
-
-        if _DTYPES.get(node.attrs.get("to")) != _F32:
+        if DTYPES.get(node.attrs.get("to")) != _F32:
             raise NotCompilable(f"{where}: cast to a type other than float32")
         return alias(x, x.width, x.rank)
     if op == "Squeeze":

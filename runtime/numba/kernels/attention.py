@@ -1,0 +1,223 @@
+"""Softmax, products of two runtime tensors, and the fused attention that combines them (interpreter path).
+
+:func:`bmm` multiplies two runtime tensors (``MatMul`` without a constant weight); :func:`softmax` (float64)
+and :func:`softmax32` (float32, vectorised exp) normalise rows; :func:`attention` runs
+``softmax(q @ kt + mask) @ v`` per batch entry with the scores kept in cache (the MLPF transformer's blocks).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["attention", "bmm", "softmax", "softmax32"]
+
+# fastmath flags that allow reordering sums (matrix products) but keep inf/NaN semantics (-inf masks);
+# error_model="numpy" everywhere: x / 0 gives inf as in NumPy and ONNX, and loops with a division vectorise.
+# (Defined in each kernel module, not imported: see the package docstring on Numba's cache.)
+_FM = {"reassoc", "contract", "nsz", "arcp"}
+
+_f32 = np.float32
+_F0, _F1, _FHALF = _f32(0.0), _f32(1.0), _f32(0.5)
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def bmm(a, b):
+    """Batched product of two runtime tensors: a ``[B, M, K]`` @ b ``[B, K, N]`` -> ``[B, M, N]``."""
+    nb, m, kdim = a.shape
+    n = b.shape[2]
+    out = np.zeros((nb, m, n), dtype=a.dtype)
+    for t in range(nb):
+        for i in range(m):
+            for k in range(kdim):
+                av = a[t, i, k]
+                for j in range(n):
+                    out[t, i, j] += av * b[t, k, j]
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def softmax(x):
+    """Softmax over the last axis of x ``[R, D]``; a row of only ``-inf`` gives NaN, as ONNX Runtime does."""
+    r, d = x.shape
+    y = np.empty_like(x)
+    for i in range(r):
+        m = -np.inf
+        for j in range(d):  # a NaN anywhere makes the whole row NaN through the sum below
+            m = max(m, x[i, j])
+        s = 0.0
+        for j in range(d):
+            e = math.exp(x[i, j] - m)
+            y[i, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(d):
+            y[i, j] = y[i, j] * inv
+    return y
+
+
+# ---- attention and float32 softmax (interpreter path) --------------------------------------------------------------
+#
+# ``math.exp`` on float32 is a scalar libm call (no SVML in this Numba build), which kept Softmax from
+# vectorising. :func:`_exp_rows32` is Cephes' float32 ``expf`` (a degree-6 polynomial after range reduction,
+# relative error ~1 ulp), written as two branch-free loops so both vectorise: the first stores the polynomial
+# and the biased exponent bits of 2^k, the second reads those bits back as a float (an int32 view of a float32
+# scratch row) and scales.
+
+_F_LOG2E, _F_LN2_HI, _F_LN2_LO = _f32(1.44269504088896341), _f32(0.693359375), _f32(-2.12194440e-4)
+_F_EXP_LO = _f32(-87.3)  # below: exp underflows (result 0, as for -inf keys of an attention mask)
+_EXP_C = [_f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+                             5.0000001201e-1)]
+_EC0, _EC1, _EC2, _EC3, _EC4, _EC5 = _EXP_C
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+def _exp_sub_sum32(x, shift, n, out, bits):
+    """``out[:n] = exp(x[:n] - shift)`` in float32 and return the sum; ``bits`` is an int32 scratch of size
+    ``>= n``. ``out`` must not be ``x`` (in place, LLVM's run-time alias check picks the scalar loop: 6x
+    slower). Arguments below -87.3 (and -inf) give 0, NaN gives NaN."""
+    fbits = bits.view(np.float32)
+    for j in range(n):
+        v = x[j] - shift
+        k = np.floor(v * _F_LOG2E + _FHALF)
+        k = max(k, _f32(-126.0))  # 2^k stays a normal float; v < -87.3 is zeroed below
+        r = v - k * _F_LN2_HI
+        r = r - k * _F_LN2_LO
+        p = _EC0 * r + _EC1
+        p = p * r + _EC2
+        p = p * r + _EC3
+        p = p * r + _EC4
+        p = p * r + _EC5
+        p = p * (r * r) + r + _F1
+        out[j] = p if v >= _F_EXP_LO else (v - v if v != v else _F0)  # NaN stays NaN
+        bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
+    s = _F0
+    for j in range(n):
+        e = out[j] * fbits[j]
+        out[j] = e
+        s += e
+    return s
+
+
+@njit(cache=True, error_model="numpy", boundscheck=False)
+def _row_max32(x, n, bits):
+    """max of float32 ``x[:n]`` (n >= 1) as an integer max over order-preserving keys of the float bits (a float
+    max reduction does not vectorise without ``nnan``); a positive NaN wins (the row becomes NaN), any other
+    NaN reaches every output of the row through the exp and the sum. ``bits``: int32 scratch, size >= 1."""
+    ib = x.view(np.int32)
+    sign = np.int32(0x7FFFFFFF)
+    best = np.int32(-2147483648)
+    for j in range(n):
+        i = ib[j]
+        k = i ^ ((i >> np.int32(31)) & sign)
+        best = k if k > best else best
+    bits[0] = best ^ ((best >> np.int32(31)) & sign)
+    return bits.view(np.float32)[0]
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+def softmax32(x):
+    """:func:`softmax` for float32 rows ``[R, D]`` in float32 arithmetic with the vectorised exp (ONNX Runtime
+    also sums in float32); a row of only ``-inf`` gives NaN."""
+    r, d = x.shape
+    y = np.empty_like(x)
+    bits = np.empty(max(d, 1), dtype=np.int32)
+    for i in range(r):
+        row = x[i]
+        yr = y[i]
+        s = _exp_sub_sum32(row, _row_max32(row, d, bits), d, yr, bits)
+        inv = _F1 / s
+        for j in range(d):
+            yr[j] = yr[j] * inv
+    return y
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+def attention(q, kt, mask, vt):
+    """Fused ``softmax(q @ kt + mask) @ v`` per batch entry, the scores never leaving cache.
+
+    q ``[B, M, D]``, kt ``[B, D, N]`` (keys transposed), mask ``[1 or B, 1 or M, N]`` (added to the scores
+    before the softmax, as ONNX ``Add``), vt ``[B, Dv, N]`` (values transposed) -> ``[B, M, Dv]``. Four query
+    rows at a time: their score rows are accumulated over ``D`` in the layout of a dense product (contiguous
+    in N), go through the float32 softmax, then each output is one contiguous dot product over N. A fully
+    masked row gives NaN, as the unfused graph does.
+    """
+    nb, m, dim = q.shape
+    n = kt.shape[2]
+    dv = vt.shape[1]
+    out = np.empty((nb, m, dv), dtype=q.dtype)
+    s = np.empty((4, n), dtype=q.dtype)
+    p = np.empty((4, n), dtype=q.dtype)
+    bits = np.empty(max(n, 1), dtype=np.int32)
+    inv = np.empty(4, dtype=q.dtype)
+    for b in range(nb):
+        mb = mask[b if mask.shape[0] > 1 else 0]
+        kb = kt[b]
+        vb = vt[b]
+        i = 0
+        while i < m:
+            rows = min(4, m - i)
+            for r in range(rows):
+                for j in range(n):
+                    s[r, j] = 0
+            if rows == 4:
+                k = 0
+                while k + 2 <= dim:
+                    a0, a1, a2, a3 = q[b, i, k], q[b, i + 1, k], q[b, i + 2, k], q[b, i + 3, k]
+                    c0, c1, c2, c3 = q[b, i, k + 1], q[b, i + 1, k + 1], q[b, i + 2, k + 1], q[b, i + 3, k + 1]
+                    for j in range(n):
+                        w0 = kb[k, j]
+                        w1 = kb[k + 1, j]
+                        s[0, j] += a0 * w0 + c0 * w1
+                        s[1, j] += a1 * w0 + c1 * w1
+                        s[2, j] += a2 * w0 + c2 * w1
+                        s[3, j] += a3 * w0 + c3 * w1
+                    k += 2
+                if k < dim:
+                    a0, a1, a2, a3 = q[b, i, k], q[b, i + 1, k], q[b, i + 2, k], q[b, i + 3, k]
+                    for j in range(n):
+                        w0 = kb[k, j]
+                        s[0, j] += a0 * w0
+                        s[1, j] += a1 * w0
+                        s[2, j] += a2 * w0
+                        s[3, j] += a3 * w0
+            else:
+                for r in range(rows):
+                    for k in range(dim):
+                        a = q[b, i + r, k]
+                        for j in range(n):
+                            s[r, j] += a * kb[k, j]
+            for r in range(rows):
+                mr = mb[(i + r) if mb.shape[0] > 1 else 0]
+                sr = s[r]
+                for j in range(n):
+                    sr[j] = sr[j] + mr[j]
+                inv[r] = _F1 / _exp_sub_sum32(sr, _row_max32(sr, n, bits) if n else _F0, n, p[r], bits)
+            if rows == 4:
+                for c in range(dv):
+                    vc = vb[c]
+                    t0 = _F0
+                    t1 = _F0
+                    t2 = _F0
+                    t3 = _F0
+                    for j in range(n):
+                        x = vc[j]
+                        t0 += p[0, j] * x
+                        t1 += p[1, j] * x
+                        t2 += p[2, j] * x
+                        t3 += p[3, j] * x
+                    out[b, i, c] = t0 * inv[0]
+                    out[b, i + 1, c] = t1 * inv[1]
+                    out[b, i + 2, c] = t2 * inv[2]
+                    out[b, i + 3, c] = t3 * inv[3]
+            else:
+                for r in range(rows):
+                    for c in range(dv):
+                        t = _F0
+                        for j in range(n):
+                            t += p[r, j] * vb[c, j]
+                        out[b, i + r, c] = t * inv[r]
+            i += rows
+    return out
