@@ -20,6 +20,7 @@ stale machine code behind.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -35,12 +36,17 @@ class Fields(enum.IntEnum):
         return count
 
 
+@functools.cache
+def _names(fields: type[Fields]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields)
+
+
 def pack(fields: type[Fields], values: Mapping[str, object], dtype=np.float64) -> np.ndarray:
     """The vector of ``fields`` in field order from ``{field name: value}``; every field exactly once."""
-    names = [f.name for f in fields]
-    missing = [n for n in names if n not in values]
-    unknown = [n for n in values if n not in names]
-    if missing or unknown:
+    names = _names(fields)
+    if values.keys() != set(names):
+        missing = [n for n in names if n not in values]
+        unknown = [n for n in values if n not in names]
         raise ValueError(f"pack({fields.__name__}): missing fields {missing}, unknown fields {unknown}")
     return np.array([values[n] for n in names], dtype=dtype)
 
@@ -48,8 +54,7 @@ def pack(fields: type[Fields], values: Mapping[str, object], dtype=np.float64) -
 def from_config(fields: type[Fields], config: object, **other: object) -> dict[str, object]:
     """``{field name: value}``: the fields named in ``other`` from there, every other field from the attribute
     of ``config`` with the same name in lower case (``TRACK_PT_MIN`` -> ``config.track_pt_min``)."""
-    names = {f.name for f in fields}
-    unknown = sorted(set(other) - names)
-    if unknown:
-        raise ValueError(f"from_config({fields.__name__}): unknown fields {unknown}")
-    return {f.name: other[f.name] if f.name in other else getattr(config, f.name.lower()) for f in fields}
+    names = _names(fields)
+    if other.keys() - set(names):
+        raise ValueError(f"from_config({fields.__name__}): unknown fields {sorted(other.keys() - set(names))}")
+    return {n: other[n] if n in other else getattr(config, n.lower()) for n in names}
