@@ -223,7 +223,7 @@ class DetectorConfig:
         """Per-eta-row noise, thresholds, activity and expected noise cells above the gathering threshold.
 
         Why per row: noise and thresholds depend on the region (EB/EE), and the noise-only cells are
-        sampled row by row from the Gaussian tail above the gathering threshold (see detector.py).
+        sampled row by row from the Gaussian tail above the gathering threshold (see detector_cells.py).
         """
         key = ("rows", layer)
         if key in self._derived:
