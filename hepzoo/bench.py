@@ -3,7 +3,7 @@
 The matrix: each zoo release x each implementation, i.e. the release in PyTorch eager (``torch-eager``: the
 registry model rebuilt with the release's ``weights.pt``, loaded with ``weights_only=True``), every backend of
 :func:`hepzoo.runtime.available_backends` (picked up automatically) and, for MLPF, jpata/particleflow's own
-``MLPF`` at the same size (:mod:`hepzoo.bench_reference`) x sizes: batch 1, 100, 10^4 for flash-sim; one event
+``MLPF`` at the same size (:mod:`hepzoo.benchmarks.reference`) x sizes: batch 1, 100, 10^4 for flash-sim; one event
 of 256 ... 16384 elements per call for MLPF (how cost grows with event size) plus one batched point.
 
 How each point is measured (recorded in the results file under ``settings`` and ``methods``):
@@ -550,7 +550,7 @@ def _build_call(point: Point, inputs: Mapping[str, np.ndarray], threads: int) ->
     import torch
 
     if point.implementation == PARTICLEFLOW:
-        from hepzoo.bench_reference import build_reference
+        from hepzoo.benchmarks.reference import build_reference
 
         _, cfg = _release(point)
         model, _ = build_reference(cfg["name"], cfg.get("kwargs", {}))
@@ -767,7 +767,7 @@ def run_benchmarks(
     """
     import tempfile
 
-    from hepzoo import bench_reference
+    from hepzoo.benchmarks import reference as bench_reference
     from hepzoo.export.card import load_card
     from hepzoo.models import get_spec
 

@@ -280,7 +280,7 @@ def bench(
     Example: hepzoo bench --markdown BENCHMARKS.md --data data/bench_ttbar.root   |   hepzoo bench flashsim-jet --quick
     """
     from hepzoo.bench import BenchSettings, end_to_end, run_benchmarks
-    from hepzoo.bench_report import write_report
+    from hepzoo.benchmarks.report import write_report
 
     settings = BenchSettings.create(quick=quick, threads=threads, budget_s=budget, max_call_s=max_call)
     e2e = None

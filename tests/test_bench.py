@@ -16,7 +16,9 @@ from onnx import TensorProto, helper
 from scipy import stats
 from typer.testing import CliRunner
 
-from hepzoo import bench, bench_reference, bench_report
+from hepzoo import bench
+from hepzoo.benchmarks import reference as bench_reference
+from hepzoo.benchmarks import report as bench_report
 from hepzoo.bench import BenchSettings, onnx_matmul_flops
 from hepzoo.cli import app
 from hepzoo.export.zoo import find_release
