@@ -18,7 +18,8 @@ import awkward as ak
 import numpy as np
 import torch
 
-from bench_generation import machine_description, replace_section
+from hepzoo.benchmarks.bench_generation import machine_description
+from hepzoo.benchmarks.report import replace_section
 from hepzoo.datasets import flashsim_data
 from hepzoo.datasets.detector import simulate_event
 from hepzoo.datasets.io import read_events

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hepzoo.bench_report import replace_section  # noqa: F401 - bench_flashsim imports it from here too
+from hepzoo.benchmarks.report import replace_section
 from hepzoo.datasets.detector import simulate_event
 from hepzoo.datasets.generate import GenerationConfig, generate
 from hepzoo.datasets.sources import PileupOverlay, PythiaSource, SourceSpec

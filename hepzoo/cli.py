@@ -279,8 +279,10 @@ def bench(
 
     Example: hepzoo bench --markdown BENCHMARKS.md --data data/bench_ttbar.root   |   hepzoo bench flashsim-jet --quick
     """
-    from hepzoo.bench import BenchSettings, end_to_end, run_benchmarks
-    from hepzoo.bench_report import write_report
+    from hepzoo.benchmarks.e2e import end_to_end
+    from hepzoo.benchmarks.matrix import run_benchmarks
+    from hepzoo.benchmarks.points import BenchSettings
+    from hepzoo.benchmarks.report import write_report
 
     settings = BenchSettings.create(quick=quick, threads=threads, budget_s=budget, max_call_s=max_call)
     e2e = None

@@ -7,7 +7,7 @@ Use it as a ``'package.module:factory'`` model in a training config::
       name: hepzoo.particleflow_adapter:particleflow_mlpf
       kwargs: {reference: mlpf-gnnlsh, width: 128, num_layers: 4, bin_size: 64, dist_dim: 16}
 
-``reference`` picks the zoo model whose size is matched (:func:`hepzoo.bench_reference.reference_config`
+``reference`` picks the zoo model whose size is matched (:func:`hepzoo.benchmarks.reference.reference_config`
 maps it to particleflow's ``gnn_lsh`` or ``attention`` architecture, as ``hepzoo bench`` does). The adapter
 only translates inputs and outputs; the network is particleflow's class, unchanged:
 
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hepzoo.bench_reference import available, reference_config
+from hepzoo.benchmarks.reference import available, reference_config
 from hepzoo.datasets import schema
 from hepzoo.models import mlpf_common as common
 

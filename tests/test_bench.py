@@ -16,8 +16,15 @@ from onnx import TensorProto, helper
 from scipy import stats
 from typer.testing import CliRunner
 
-from hepzoo import bench, bench_reference, bench_report
-from hepzoo.bench import BenchSettings, onnx_matmul_flops
+from hepzoo.benchmarks import reference as bench_reference
+from hepzoo.benchmarks import report as bench_report
+from hepzoo.benchmarks.e2e import end_to_end
+from hepzoo.benchmarks.flops import gemm_flops, matmul_flops, onnx_matmul_flops, torch_flops
+from hepzoo.benchmarks.machine import fp32_flops_per_cycle, library_versions, machine_info
+from hepzoo.benchmarks.matrix import predict, run_benchmarks
+from hepzoo.benchmarks.points import BenchSettings
+from hepzoo.benchmarks.results import SCHEMA, load_results, validate_results
+from hepzoo.benchmarks.timing import mean_ci, summarize, time_calls
 from hepzoo.cli import app
 from hepzoo.export.zoo import find_release
 
@@ -65,12 +72,12 @@ def test_onnx_flops_name_a_missing_axis():
 
 
 def test_matmul_and_gemm_formulas():
-    assert bench.matmul_flops([7], [7, 3]) == 2 * 3 * 7  # vector x matrix
-    assert bench.matmul_flops([2, 5, 7], [7]) == 2 * 2 * 5 * 7  # matrix x vector
-    assert bench.matmul_flops([2, 1, 4, 6], [3, 6, 5]) == 2 * (2 * 3) * 4 * 5 * 6  # broadcast batch dims
-    assert bench.gemm_flops([6, 4], [5, 6], trans_a=True, trans_b=True) == 2 * 4 * 5 * 6
+    assert matmul_flops([7], [7, 3]) == 2 * 3 * 7  # vector x matrix
+    assert matmul_flops([2, 5, 7], [7]) == 2 * 2 * 5 * 7  # matrix x vector
+    assert matmul_flops([2, 1, 4, 6], [3, 6, 5]) == 2 * (2 * 3) * 4 * 5 * 6  # broadcast batch dims
+    assert gemm_flops([6, 4], [5, 6], trans_a=True, trans_b=True) == 2 * 4 * 5 * 6
     with pytest.raises(ValueError, match="inner dimensions"):
-        bench.matmul_flops([2, 3], [4, 5])
+        matmul_flops([2, 3], [4, 5])
 
 
 @pytest.mark.parametrize("name, batch, n", [("mlpf-gnnlsh", 2, 256), ("mlpf-transformer", 2, 128), ("flashsim-jet", 7, 0)])
@@ -82,7 +89,7 @@ def test_onnx_count_agrees_with_torch_flop_counter_on_released_models(name, batc
     model = release.build_model()
     spec = get_spec(release.config["model"]["name"])
     inputs = spec.make_inputs(batch, n, 0)
-    counted = bench.torch_flops(lambda: model(*(inputs[k] for k in spec.input_names)))
+    counted = torch_flops(lambda: model(*(inputs[k] for k in spec.input_names)))
     graph = onnx_matmul_flops(release.path / "model.onnx", {"batch": batch, "elements": n})["flops"]
     expected = counted
     if name == "mlpf-gnnlsh":  # torch has no formula for matrix x vector (d @ order_dir, one per layer)
@@ -96,12 +103,12 @@ def test_onnx_count_agrees_with_torch_flop_counter_on_released_models(name, batc
 
 def test_mean_ci_matches_scipy_t_interval():
     x = np.array([1.0, 1.2, 0.9, 1.1, 1.05, 0.97])
-    mean, half = bench.mean_ci(x)
+    mean, half = mean_ci(x)
     lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
     assert mean == pytest.approx(x.mean())
     assert half == pytest.approx((hi - lo) / 2)
-    assert bench.mean_ci([3.0]) == (3.0, math.inf)
-    s = bench.summarize(x)
+    assert mean_ci([3.0]) == (3.0, math.inf)
+    s = summarize(x)
     assert s["p50_s"] == pytest.approx(np.median(x)) and s["p50_s"] <= s["p99_s"] <= x.max()
     assert s["rel_ci95"] == pytest.approx(half / mean)
 
@@ -127,7 +134,7 @@ def _settings(**kw) -> BenchSettings:
 def test_time_calls_stops_on_a_tight_interval_after_a_quarter_of_the_budget():
     step = 1 / 64  # exact in binary: no rounding in the fake clock
     clock = FakeClock([step] * 10_000)
-    timing = bench.time_calls(clock.call, _settings(), clock=clock, cpu_clock=clock)
+    timing = time_calls(clock.call, _settings(), clock=clock, cpu_clock=clock)
     assert timing.stop == "ci"
     assert timing.warmup_calls == 4  # 4 x 1/64 s is the first to reach the 0.05 s warm-up
     assert len(timing.samples) == 16  # identical calls: zero CI; 16/64 s = a quarter of the 1 s budget
@@ -138,23 +145,23 @@ def test_time_calls_stops_on_a_tight_interval_after_a_quarter_of_the_budget():
 def test_time_calls_stops_on_the_budget_when_noisy_and_keeps_three_calls():
     noisy = [0.001, 0.2] * 5000  # the interval never closes
     clock = FakeClock(noisy)
-    timing = bench.time_calls(clock.call, _settings(), clock=clock, cpu_clock=clock)
+    timing = time_calls(clock.call, _settings(), clock=clock, cpu_clock=clock)
     assert timing.stop == "budget"
     assert sum(timing.samples) >= 1.0 and sum(timing.samples[:-1]) < 1.0
     slow = FakeClock([0.6] * 20)  # a call longer than half the budget: still at least 3 timed calls
-    timing = bench.time_calls(slow.call, _settings(), clock=slow, cpu_clock=slow)
+    timing = time_calls(slow.call, _settings(), clock=slow, cpu_clock=slow)
     assert timing.stop == "budget" and len(timing.samples) == 3
     capped = FakeClock([0.001, 0.2] * 5000)
-    assert bench.time_calls(capped.call, _settings(max_reps=7), clock=capped, cpu_clock=capped).stop == "max_reps"
+    assert time_calls(capped.call, _settings(max_reps=7), clock=capped, cpu_clock=capped).stop == "max_reps"
 
 
 def test_prediction_extrapolates_the_last_two_points():
     done = [(256, {"status": "ok", "mean_s": 1.0}), (512, {"status": "ok", "mean_s": 4.0})]
-    assert bench._predict(done, 1024, "mean_s", 1.0, 2.2, 2.0) == pytest.approx(16.0)  # quadratic
-    assert bench._predict(done, 1024, "mean_s", 1.0, 1.5, 2.0) == pytest.approx(4.0 * 2**1.5)  # clamped
-    assert bench._predict(done[:1], 1024, "mean_s", 1.0, 2.2, 1.0) == pytest.approx(4.0)  # one point: `first`
-    assert bench._predict(done[:1], 1024, "mean_s", 1.0, 2.2, None) is None
-    assert bench._predict([], 1024, "mean_s", 1.0, 2.2, 2.0) is None
+    assert predict(done, 1024, "mean_s", 1.0, 2.2, 2.0) == pytest.approx(16.0)  # quadratic
+    assert predict(done, 1024, "mean_s", 1.0, 1.5, 2.0) == pytest.approx(4.0 * 2**1.5)  # clamped
+    assert predict(done[:1], 1024, "mean_s", 1.0, 2.2, 1.0) == pytest.approx(4.0)  # one point: `first`
+    assert predict(done[:1], 1024, "mean_s", 1.0, 2.2, None) is None
+    assert predict([], 1024, "mean_s", 1.0, 2.2, 2.0) is None
 
 
 @pytest.mark.parametrize(
@@ -168,12 +175,12 @@ def test_prediction_extrapolates_the_last_two_points():
     ],
 )
 def test_flops_per_cycle_table(vendor, family, model, flags, expected):
-    per_cycle, why = bench.fp32_flops_per_cycle(vendor, family, model, flags)
+    per_cycle, why = fp32_flops_per_cycle(vendor, family, model, flags)
     assert per_cycle == expected and why
 
 
 def test_machine_info_records_how_the_peak_was_estimated():
-    m = bench.machine_info()
+    m = machine_info()
     assert m["usable_cpus"] >= 1 and m["peak_method"] and m["flops_per_cycle_reason"]
     if m["freq_ghz"]:
         assert m["peak_gflops"] == pytest.approx(m["usable_cpus"] * m["freq_ghz"] * m["fp32_flops_per_cycle"])
@@ -186,7 +193,7 @@ def test_machine_info_records_how_the_peak_was_estimated():
 def tiny_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "results.json"
     settings = BenchSettings.create(quick=True, budget_s=0.05, warmup_s=0.01)
-    results = bench.run_benchmarks(
+    results = run_benchmarks(
         ["flashsim-jet", "mlpf-gnnlsh"],
         ["torch-eager", "onnxruntime-cpu"],
         settings,
@@ -199,8 +206,8 @@ def tiny_results(tmp_path_factory):
 
 def test_tiny_run_writes_a_valid_results_file(tiny_results):
     results, out = tiny_results
-    assert bench.load_results(out) == json.loads(json.dumps(results))  # the file is what was returned
-    bench.validate_results(results)
+    assert load_results(out) == json.loads(json.dumps(results))  # the file is what was returned
+    validate_results(results)
     recs = results["records"]
     assert [(r["model"], r["backend"], r["batch"], r["n_elements"]) for r in recs] == [
         ("flashsim-jet", "torch-eager", 1, None),
@@ -231,11 +238,11 @@ def test_results_schema_rejects_a_broken_record(tiny_results):
     broken = copy.deepcopy(results)
     del broken["records"][2]["mean_s"]
     with pytest.raises(ValueError, match=r"records\[2\].*'mean_s'"):
-        bench.validate_results(broken)
+        validate_results(broken)
     broken = copy.deepcopy(results)
     broken["records"][0].update(status="skipped", reason=None)
     with pytest.raises(ValueError, match="needs a reason"):
-        bench.validate_results(broken)
+        validate_results(broken)
 
 
 def _table_rows(section: str, title: str) -> list[list[str]]:
@@ -324,10 +331,10 @@ def test_end_to_end_reports_when_unavailable_or_missing_input(tmp_path):
     from hepzoo.runtime import Session
 
     if not hasattr(Session, "run_file"):
-        assert bench.end_to_end(tmp_path / "x.root")["status"] == "unavailable"
+        assert end_to_end(tmp_path / "x.root")["status"] == "unavailable"
     else:
         with pytest.raises(FileNotFoundError, match="x.root"):
-            bench.end_to_end(tmp_path / "x.root")
+            end_to_end(tmp_path / "x.root")
 
 
 @pytest.mark.slow
@@ -340,7 +347,7 @@ def test_end_to_end_parts_and_run_file(tmp_path):
         pytest.skip("Session.run_file is not in this checkout")
     data = tmp_path / "ttbar.root"
     generate(GenerationConfig(SourceSpec("ttbar"), n_events=12, seed=3, chunk_size=12), data, progress=False)
-    e2e = bench.end_to_end(data, "mlpf-gnnlsh", backend="onnxruntime-cpu", repeats=1, step_size=5)
+    e2e = end_to_end(data, "mlpf-gnnlsh", backend="onnxruntime-cpu", repeats=1, step_size=5)
     assert e2e["status"] == "ok" and e2e["events"] == 12
     assert [p["step"] for p in e2e["parts"]] == ["read (uproot)", "compute (Session.run)", "write (uproot)"]
     assert e2e["sum_s"] == pytest.approx(sum(p["seconds"] for p in e2e["parts"]))
@@ -351,11 +358,11 @@ def test_end_to_end_parts_and_run_file(tmp_path):
 
 def _minimal_results() -> dict:
     return {
-        "schema": bench.SCHEMA,
+        "schema": SCHEMA,
         "date": "today",
         "command": "hepzoo bench",
-        "machine": bench.machine_info(),
-        "versions": bench.library_versions(),
+        "machine": machine_info(),
+        "versions": library_versions(),
         "settings": dataclasses.asdict(BenchSettings.create()),
         "methods": {k: k for k in ("timing", "isolation", "memory", "flops", "inputs")},
         "reference": {"available": False, "detail": "not installed", "models": {}},

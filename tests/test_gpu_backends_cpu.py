@@ -195,7 +195,9 @@ def _unavailable(onnx_path, intra_op_threads=1):
 
 def test_bench_gives_torch_the_release_folder(monkeypatch):
     """hepzoo bench builds backends from the release's model.onnx path, whose folder holds weights.pt."""
-    from hepzoo import bench
+    from hepzoo.benchmarks.isolation import build_call
+    from hepzoo.benchmarks.matrix import resolve_backends
+    from hepzoo.benchmarks.points import HEPZOO, Point
 
     seen = []
 
@@ -204,11 +206,11 @@ def test_bench_gives_torch_the_release_folder(monkeypatch):
         return TorchBackend(Path(onnx_path).parent, device="cpu")
 
     monkeypatch.setitem(backends_mod.BACKENDS, "torch-cuda", (lambda: True, torch_on_cpu))
-    assert "torch-cuda" in bench.resolve_backends(["torch-cuda"])
+    assert "torch-cuda" in resolve_backends(["torch-cuda"])
     release = next(r for r in RELEASES if r.name == "mlpf-transformer")
-    point = bench.Point(release.name, release.version, "mlpf", bench.HEPZOO, "torch-cuda", "elements", 1, 128)
+    point = Point(release.name, release.version, "mlpf", HEPZOO, "torch-cuda", "elements", 1, 128)
     inputs = _inputs(release, 1, 128, seed=5)
-    got = bench._build_call(point, inputs, 1)()
+    got = build_call(point, inputs, 1)()
     assert seen == [release.path / "model.onnx"] and (seen[0].parent / "weights.pt").is_file()
     _assert_close(got, OnnxRuntimeCPUBackend(release.path / "model.onnx").run(inputs), inputs,
                   load_card(release.path).tolerance, "bench torch")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hepzoo import bench_reference
+from hepzoo.benchmarks import reference as bench_reference
 from hepzoo.datasets.schema import ElementFeature as EF
 from hepzoo.datasets.schema import ElementType as ET
 from hepzoo.datasets.schema import TargetClass as TC

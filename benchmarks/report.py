@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hepzoo.atomic import write_text_atomic
+from hepzoo.datasets.atomic import write_text_atomic
 
 __all__ = [
     "BEGIN",
