@@ -32,16 +32,16 @@ def end_to_end(
     """``Session.run_file`` (what ``hepzoo run`` calls) on ``data`` vs the sum of its parts, best of ``repeats``.
 
     Parts, each timed alone on the same chunks: uproot read (``iterate_events`` of the collections the model
-    needs), model compute (``Session.run`` per chunk) and write (uproot ``mktree``/``extend`` of the event
+    needs), model compute (``Session.run`` per chunk) and write (:class:`~hepzoo.datasets.root_writer.AtomicTreeFile`, the writer of ``hepzoo run``, of the event
     identifiers and the objects into a temporary ROOT file). The file is read before timing, so every pass
     reads it from the page cache. Returns ``{"status": "unavailable", ...}`` while the runtime has no ``run_file``.
     """
     import tempfile
 
     import awkward as ak
-    import uproot
 
     from hepzoo.datasets import io, schema
+    from hepzoo.datasets.root_writer import AtomicTreeFile
     from hepzoo.runtime import Session
 
     if not hasattr(Session, "run_file"):
@@ -79,8 +79,7 @@ def end_to_end(
                 first += len(chunk)
             keep("compute (Session.run)", clock() - t)
             t = clock()
-            with uproot.recreate(Path(tmp) / f"parts-{i}.root") as out:
-                tree = None
+            with AtomicTreeFile(Path(tmp) / f"parts-{i}.root", "events") as out:  # the writer hepzoo run uses
                 first = 0
                 for chunk, objects in zip(chunks, outputs, strict=True):
                     arrays: dict[str, Any] = {
@@ -88,11 +87,9 @@ def end_to_end(
                     }
                     arrays["entry"] = np.arange(first, first + len(chunk), dtype=np.int64)
                     arrays[collection] = objects
-                    if tree is None:
-                        types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in arrays.items()}
-                        tree = out.mktree("events", types)
-                    tree.extend(arrays)
+                    out.extend(arrays)
                     first += len(chunk)
+                out.commit("hepzoo_bench", {"n_events": first})
             keep("write (uproot)", clock() - t)
             t = clock()
             session.run_file(data, Path(tmp) / f"run-{i}.root", overwrite=True, step_size=step_size, **run_kw)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hepzoo.datasets.atomic import write_text_atomic
+from hepzoo.datasets.atomic import atomic_output, write_text_atomic
 
 __all__ = [
     "BEGIN",
@@ -322,14 +321,8 @@ def render_section(results: Mapping[str, Any], links: Mapping[str, str] | None =
 
 
 def _save_atomic(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.png"
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def make_plots(results: Mapping[str, Any], plot_dir: str | os.PathLike, prefix: str = "") -> dict[str, Path]:

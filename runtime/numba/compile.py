@@ -30,7 +30,6 @@ import importlib.util
 import logging
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from hepzoo.datasets.atomic import write_text_atomic
 
 from . import kernels
 from .ir import DTYPES, Node
@@ -436,10 +437,7 @@ def _import_source(src: str) -> Any:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{key}.py"
         if not path.is_file() or path.read_text() != src:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(src)
-            os.replace(tmp, path)
+            write_text_atomic(path, src)
         spec = importlib.util.spec_from_file_location(key, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[key] = module
