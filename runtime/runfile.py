@@ -56,7 +56,6 @@ __all__ = ["FileResult", "OUTPUT_TREE", "RUN_META_KEY", "output_path_for", "read
 OUTPUT_TREE = "events"
 RUN_META_KEY = "hepzoo_run"
 DEFAULT_STEP = 1000
-_COLLECTION = {"mlpf": "mlpf", "jet": "flashjet", "track": "flashtrk"}
 
 
 @dataclass
@@ -73,25 +72,18 @@ class FileResult:
 
 
 def output_collection(session: Session) -> str:
-    return _COLLECTION["mlpf" if session.card.family == "mlpf" else session.flash_kind]
+    """The collection of reconstructed objects in the output (``Session.objects``: the family or object kind)."""
+    return session.objects.output_collection
 
 
 def input_collections(session: Session) -> tuple[str, ...]:
     """The input collections a model needs (only these are read)."""
-    if session.card.family == "mlpf":
-        return ("trk", "clu")
-    from hepzoo.datasets.flashsim_data import CONTEXT_COLLECTIONS
-
-    return CONTEXT_COLLECTIONS[session.flash_kind]
+    return tuple(session.objects.input_collections)
 
 
 def input_scalars(session: Session) -> tuple[str, ...]:
     """The event scalars a model reads as features (checked against the value policy with its collections)."""
-    if session.card.family == "mlpf":
-        return ()
-    from hepzoo.datasets.flashsim_data import CONTEXT_SCALARS
-
-    return CONTEXT_SCALARS[session.flash_kind]
+    return tuple(session.objects.input_scalars)
 
 
 ON_BAD_EVENT = ("error", "skip")
@@ -301,7 +293,7 @@ def run_file(
     check_on_bad_event(on_bad_event)
     input_path, output = Path(input_path), Path(output)
     _refuse_input_as_output([input_path], output)
-    generative = session.card.family == "flashsim"
+    generative = session.family.generative
     if generative and seed is None:
         raise ValueError(f"{session.name} is generative: give a seed (it is recorded in the output)")
     if not generative and seed is not None:
@@ -393,7 +385,7 @@ def _plan(
         chunks = io.iterate_events(f, step_size=1, collections=input_collections(session), mapping=mapping)
         next(iter(chunks), None)
         chunks.close()
-        if session.card.family == "mlpf":  # every event within the model's element limit (counters only)
+        if session.family.elements:  # every event within the model's element limit (counters only)
             check_file_sizes(f, input_collections(session), session.max_elements, session.name, mapping)
     if output.suffix != ".root" and not output.exists():
         output.mkdir(parents=True)
