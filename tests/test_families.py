@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import subprocess
 import sys
 
@@ -32,8 +33,8 @@ from hepzoo.models.mlpf_decode import CHARGE_CLASSES, REGRESSION_COLUMN, REGRESS
 
 
 def test_registered_families_and_kinds():
-    assert families() == (MLPF, FLASHSIM) and family_names() == ("mlpf", "flashsim")
-    assert kind_names() == ("jet", "track")
+    assert families()[:2] == (MLPF, FLASHSIM) and family_names()[:2] == ("mlpf", "flashsim")
+    assert kind_names()[:2] == ("jet", "track") and kind_names() == tuple(FLASHSIM.kinds)
     assert (MLPF.elements, MLPF.generative, dict(MLPF.kinds)) == (True, False, {})
     assert (MLPF.input_collections, MLPF.input_scalars, MLPF.output_collection) == (("trk", "clu"), (), "mlpf")
     assert MLPF.noise_inputs == () and MLPF.label == "MLPF"
@@ -61,13 +62,15 @@ def test_a_family_is_its_name():
 
 
 def test_unknown_family_and_kind_list_the_registered_ones():
-    with pytest.raises(UnknownFamilyError, match=r"unknown model family 'gan'; registered families: mlpf, flashsim"):
+    registered = ", ".join(family_names())  # "mlpf, flashsim"
+    with pytest.raises(UnknownFamilyError, match=rf"unknown model family 'gan'; registered families: {registered}$"):
         get_family("gan")
-    assert issubclass(UnknownFamilyError, ValueError)
-    with pytest.raises(ValueError, match=r"model 'test-gan': unknown model family 'gan'; registered families: mlpf, flashsim"):
+    assert issubclass(UnknownFamilyError, ValueError) and registered.startswith("mlpf, flashsim")
+    with pytest.raises(ValueError, match=rf"model 'test-gan': unknown model family 'gan'; registered families: {registered}$"):
         register_model("test-gan", family="gan", task="", inputs=(), outputs=(), export=None)
     assert "test-gan" not in list_models()
-    with pytest.raises(UnknownKindError, match=r"flash-sim has no object kind 'calo'; kinds: jet, track"):
+    kinds = ", ".join(FLASHSIM.kinds)  # "jet, track"
+    with pytest.raises(UnknownKindError, match=rf"flash-sim has no object kind 'calo'; kinds: {kinds}$"):
         FLASHSIM.object_kind("calo")
     with pytest.raises(UnknownKindError, match=r"MLPF has no object kind 'jet'; kinds: \(none\)"):
         MLPF.object_kind("jet")
@@ -76,7 +79,7 @@ def test_unknown_family_and_kind_list_the_registered_ones():
 def test_objects_of_a_config():
     assert MLPF.objects({"model": {"name": "mlpf-gnnlsh"}}) is MLPF
     assert FLASHSIM.objects({"data": {"kind": "track"}}) is FLASHSIM.kinds["track"]
-    with pytest.raises(UnknownKindError, match="kinds: jet, track"):
+    with pytest.raises(UnknownKindError, match="flash-sim has no object kind None; kinds: jet, track"):
         FLASHSIM.objects({"data": {}})
 
 
@@ -139,7 +142,7 @@ def test_object_kind_encodes_and_decodes_with_its_tables():
     objects = track.decode(ctx, tgt)
     assert list(objects) == ["pt", "eta", "phi", "charge", "d0", "z0"] and objects["charge"].tolist() == [-1]
     np.testing.assert_allclose([objects[k][0] for k in ("pt", "phi", "z0")], [6.0, math.pi / 2, 3.5], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"unknown flash-sim kind 'calo'; choose one of \['jet', 'track'\]"):
+    with pytest.raises(ValueError, match=re.escape(f"unknown flash-sim kind 'calo'; choose one of {sorted(fd.KINDS)}")):
         fd.reconstruct("calo", ctx, tgt)
 
 
