@@ -10,6 +10,9 @@ identifiers the input has (``event_id``, ``process``, ``n_pileup``, ``weight``, 
   plus the scalar ``flash_seed``. Event ``entry`` draws its noise from ``default_rng([seed, entry])``, so the
   output does not depend on the chunk size or on how files are split across workers.
 
+The collection names, what is read and whether a seed is needed come from the model's family and object kind
+(:mod:`hepzoo.models.families`, ``Session.family`` / ``Session.objects``).
+
 Output files are written to a temporary name and renamed when complete, so a failed or interrupted run never
 leaves a half-written output; temporaries of killed runs (named with their host and pid, see
 :mod:`hepzoo.atomic`) are removed by the next run into the same folder. The JSON string ``hepzoo_run`` inside
