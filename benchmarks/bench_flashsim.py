@@ -20,12 +20,12 @@ import torch
 
 from hepzoo.benchmarks.bench_generation import machine_description
 from hepzoo.benchmarks.report import replace_section
-from hepzoo.datasets import flashsim_data
 from hepzoo.datasets.detector import simulate_event
 from hepzoo.datasets.io import read_events
 from hepzoo.datasets.jets import antikt_jets
 from hepzoo.datasets.pf_baseline import run_pf
 from hepzoo.export.zoo import find_release
+from hepzoo.models.families import FLASHSIM
 
 BEGIN = "<!-- flashsim-benchmark:begin -->"
 END = "<!-- flashsim-benchmark:end -->"
@@ -76,9 +76,9 @@ def main() -> None:
     events = read_events(args.data)[: args.events]
     full_s = time_full_chain(events)
     rows = []
-    for kind, table in (("jet", flashsim_data.jet_table), ("track", flashsim_data.track_table)):
+    for kind in FLASHSIM.kinds:  # the released model of each object kind: flashsim-jet, flashsim-track
         model = find_release(f"flashsim-{kind}").build_model()
-        context = table(events)["context"]
+        context = FLASHSIM.kinds[kind].encode(events)["context"]
         flash_s = time_flash(model, context)
         rows.append(
             {

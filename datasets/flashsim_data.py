@@ -38,7 +38,7 @@ import enum
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import awkward as ak
 import numpy as np
@@ -53,6 +53,7 @@ __all__ = [
     "TrackContext",
     "TrackTarget",
     "KINDS",
+    "KindTables",
     "FlashSimDataset",
     "jet_table",
     "track_table",
@@ -135,9 +136,11 @@ TRACK_DISCRETE_TARGETS: tuple[TrackTarget, ...] = ()
 JET_COLLECTIONS = ("gen", "genjet", "recojet")
 TRACK_COLLECTIONS = ("gen", "trk")
 # what the context alone needs (running a trained model on generator-level files: no reco collections)
-CONTEXT_COLLECTIONS = {"jet": ("gen", "genjet"), "track": ("gen",)}
+JET_CONTEXT_COLLECTIONS = ("gen", "genjet")
+TRACK_CONTEXT_COLLECTIONS = ("gen",)
 # the event scalars the context reads (checked against ``schema.SCALAR_POLICY`` with the collections)
-CONTEXT_SCALARS = {"jet": ("n_pileup",), "track": ()}
+JET_CONTEXT_SCALARS = ("n_pileup",)
+TRACK_CONTEXT_SCALARS: tuple[str, ...] = ()
 
 _LEPTON_PIDS = (11, 13)
 _PHOTON_PID = 22
@@ -197,7 +200,7 @@ def _n_pileup(events: ak.Array) -> np.ndarray:
 
 def jet_table(events: ak.Array) -> dict[str, np.ndarray]:
     """Generator-jet table of one chunk (see the module docstring for the selection, matching, columns)."""
-    gen, genjet = (_require(events, p) for p in CONTEXT_COLLECTIONS["jet"])
+    gen, genjet = (_require(events, p) for p in JET_CONTEXT_COLLECTIONS)
     recojet = events["recojet"] if "recojet" in events.fields else None  # absent: context only (inference)
     n_ev = len(events)
     gj_counts = _counts(genjet)
@@ -271,7 +274,7 @@ def jet_table(events: ak.Array) -> dict[str, np.ndarray]:
 
 def track_table(events: ak.Array) -> dict[str, np.ndarray]:
     """Charged-particle table of one chunk (see the module docstring for the selection, matching, columns)."""
-    (gen,) = (_require(events, p) for p in CONTEXT_COLLECTIONS["track"])
+    (gen,) = (_require(events, p) for p in TRACK_CONTEXT_COLLECTIONS)
     trk = events["trk"] if "trk" in events.fields else None  # absent: context only (inference)
     g_counts = _counts(gen)
     g_event = _event_of(g_counts)
@@ -321,44 +324,70 @@ def track_table(events: ak.Array) -> dict[str, np.ndarray]:
     return {"context": ctx, "matched": matched, "target": tgt, "event_index": g_event[rows]}
 
 
-def reconstruct(kind: str, context: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-    """Invert the target definitions: context rows + (sampled) targets -> reconstructed objects in physical
-    units, the form a flash-sim run writes. ``jet``: ``pt, eta, phi, m, n_const``; ``track``:
-    ``pt, eta, phi, charge, d0, z0``. The generator quantities come from the context columns."""
+def reconstruct_jets(context: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Jet context rows + (sampled) :class:`JetTarget` rows -> ``pt, eta, phi, m, n_const`` (see :func:`reconstruct`)."""
+    C, T = JetContext, JetTarget
     context = np.asarray(context, np.float64)
     target = np.asarray(target, np.float64)
-    gen_pt = np.exp(context[:, 0])  # LOG_PT is column 0 of both context kinds
-    if kind == "jet":
-        C, T = JetContext, JetTarget
-        columns = {
-            "pt": gen_pt * target[:, T.PT_RESPONSE],
-            "eta": context[:, C.ETA] + target[:, T.DETA],
-            "phi": wrap_phi(np.arctan2(context[:, C.SIN_PHI], context[:, C.COS_PHI]) + target[:, T.DPHI]),
-            "m": target[:, T.MASS],
-            "n_const": np.rint(target[:, T.N_CONST]),
-        }
-        dtypes = {"n_const": np.int32}
-    elif kind == "track":
-        C, T = TrackContext, TrackTarget
-        columns = {
-            "pt": gen_pt * target[:, T.PT_RATIO],
-            "eta": context[:, C.ETA] + target[:, T.DETA],
-            "phi": wrap_phi(np.arctan2(context[:, C.SIN_PHI], context[:, C.COS_PHI]) + target[:, T.DPHI]),
-            "charge": np.rint(context[:, C.CHARGE]),
-            "d0": target[:, T.D0],
-            "z0": target[:, T.DZ0] + context[:, C.VZ],
-        }
-        dtypes = {"charge": np.int32}
-    else:
-        raise ValueError(f"unknown flash-sim kind {kind!r}; choose one of {sorted(KINDS)}")
+    columns = {
+        "pt": np.exp(context[:, C.LOG_PT]) * target[:, T.PT_RESPONSE],
+        "eta": context[:, C.ETA] + target[:, T.DETA],
+        "phi": wrap_phi(np.arctan2(context[:, C.SIN_PHI], context[:, C.COS_PHI]) + target[:, T.DPHI]),
+        "m": target[:, T.MASS],
+        "n_const": np.rint(target[:, T.N_CONST]),
+    }
+    return _objects(columns, {"n_const": np.int32})
+
+
+def reconstruct_tracks(context: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Track context rows + (sampled) :class:`TrackTarget` rows -> ``pt, eta, phi, charge, d0, z0``."""
+    C, T = TrackContext, TrackTarget
+    context = np.asarray(context, np.float64)
+    target = np.asarray(target, np.float64)
+    columns = {
+        "pt": np.exp(context[:, C.LOG_PT]) * target[:, T.PT_RATIO],
+        "eta": context[:, C.ETA] + target[:, T.DETA],
+        "phi": wrap_phi(np.arctan2(context[:, C.SIN_PHI], context[:, C.COS_PHI]) + target[:, T.DPHI]),
+        "charge": np.rint(context[:, C.CHARGE]),
+        "d0": target[:, T.D0],
+        "z0": target[:, T.DZ0] + context[:, C.VZ],
+    }
+    return _objects(columns, {"charge": np.int32})
+
+
+def _objects(columns: dict[str, np.ndarray], dtypes: dict[str, Any]) -> dict[str, np.ndarray]:
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow gives inf: the runtime refuses it, no warning
         return {k: v.astype(dtypes.get(k, np.float32)) for k, v in columns.items()}
 
 
-KINDS: dict[str, tuple[Callable[[ak.Array], dict[str, np.ndarray]], tuple[str, ...]]] = {
-    "jet": (jet_table, JET_COLLECTIONS),
-    "track": (track_table, TRACK_COLLECTIONS),
-}
+class KindTables(NamedTuple):
+    """The data side of one flash-sim object kind (the model-facing entry is ``hepzoo.models.families``)."""
+
+    table: Callable[[ak.Array], dict[str, np.ndarray]]  # events -> object table (see the module docstring)
+    collections: tuple[str, ...]  # what the table reads for training (reco collections included)
+    context_collections: tuple[str, ...]  # what the context alone reads (a run on generator-level files)
+    context_scalars: tuple[str, ...]  # event scalars the context reads
+    reconstruct: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]  # context + target -> objects
+    context_names: tuple[str, ...]  # context columns, in order
+    target_names: tuple[str, ...]  # target columns, in order
+
+
+JET = KindTables(jet_table, JET_COLLECTIONS, JET_CONTEXT_COLLECTIONS, JET_CONTEXT_SCALARS, reconstruct_jets,
+                 JET_CONTEXT_NAMES, JET_TARGET_NAMES)  # fmt: skip
+TRACK = KindTables(track_table, TRACK_COLLECTIONS, TRACK_CONTEXT_COLLECTIONS, TRACK_CONTEXT_SCALARS,
+                   reconstruct_tracks, TRACK_CONTEXT_NAMES, TRACK_TARGET_NAMES)  # fmt: skip
+# the object kinds by name (a flash-sim config's ``data.kind``); adding a kind: its enums, table and
+# reconstruction above, one record here, and its ObjectKind in hepzoo.models.families
+KINDS: dict[str, KindTables] = {"jet": JET, "track": TRACK}
+
+
+def reconstruct(kind: str, context: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Invert the target definitions: context rows + (sampled) targets -> reconstructed objects in physical
+    units, the form a flash-sim run writes. ``jet``: ``pt, eta, phi, m, n_const``; ``track``:
+    ``pt, eta, phi, charge, d0, z0``. The generator quantities come from the context columns."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown flash-sim kind {kind!r}; choose one of {sorted(KINDS)}")
+    return KINDS[kind].reconstruct(context, target)
 
 
 def normalization_stats(table: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -406,7 +435,7 @@ class FlashSimDataset(torch.utils.data.IterableDataset):
         if step_size <= 0 or batch_size <= 0:
             raise ValueError("step_size and batch_size must be positive")
         self.kind = kind
-        self.table_fn, self.collections = KINDS[kind]
+        self.table_fn, self.collections = KINDS[kind].table, KINDS[kind].collections
         self.files = io.expand_paths(paths)
         self.step_size = int(step_size)
         self.batch_size = int(batch_size)

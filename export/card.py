@@ -25,6 +25,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hepzoo.datasets.atomic import write_text_atomic
+from hepzoo.models.families import family_names, get_family
+
 __all__ = [
     "CARD",
     "ArtifactFile",
@@ -153,7 +156,7 @@ class ModelCard(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str
     version: str
-    family: Literal["mlpf", "flashsim"]
+    family: Literal[family_names()]  # a registered family (hepzoo.models.families)
     task: str
     inputs: list[TensorCard] = Field(min_length=1)
     outputs: list[TensorCard] = Field(min_length=1)
@@ -181,8 +184,9 @@ class ModelCard(_Strict):
         for noise in self.noise_inputs:
             if noise.name not in inputs:
                 raise ValueError(f"noise input {noise.name!r} is not a graph input ({sorted(inputs)})")
-        if self.family == "flashsim" and not self.noise_inputs:
-            raise ValueError("a flash-sim (generative) card must list its noise inputs")
+        family = get_family(self.family)
+        if family.generative and not self.noise_inputs:
+            raise ValueError(f"a {family.label} (generative) card must list its noise inputs")
         for bucket in self.size_buckets:
             if bucket % self.element_granularity:
                 raise ValueError(f"size bucket {bucket} is not a multiple of the element granularity {self.element_granularity}")

@@ -42,31 +42,6 @@ __all__ = ["ONNX", "ParityError", "export_release", "parity_sizes", "measure_par
 ONNX = "model.onnx"
 ELEMENTS = "elements"
 
-_PRE = {
-    "mlpf": (
-        "none outside the graph: feed raw physical element features in schema.ElementFeature order "
-        "(tracks then clusters) with a bool padding mask; the fixed input transform (log/asinh/scale per "
-        "feature, one-hot of the element type) is embedded in the graph. Pad the element axis to a size "
-        "bucket that is a multiple of element_granularity."
-    ),
-    "flashsim": (
-        "none outside the graph: feed raw generator-level context columns in the card's feature order; the "
-        "context/target normalisation constants are buffers embedded in the graph. Fill the noise inputs "
-        "with standard-normal numbers from a seeded generator."
-    ),
-}
-_POST = {
-    "mlpf": (
-        "per element: cls_logits and charge_logits are logits (softmax/argmax outside the graph); regression "
-        "is decoded to physical units inside the graph. Discard padded positions (mask False)."
-    ),
-    "flashsim": (
-        "sample is in physical units (target normalisation undone in the graph, discrete columns rounded); "
-        "efficiency is a probability in [0, 1]: keep a row as reconstructed with a uniform draw < efficiency."
-    ),
-}
-
-
 class ParityError(RuntimeError):
     """ONNX Runtime and torch disagree beyond the export tolerance (the message names the tensor)."""
 
@@ -234,16 +209,14 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
         card = ModelCard(
             name=release.name,
             version=release.version,
-            family=spec.family,
+            family=spec.family.name,
             task=spec.task,
             inputs=_tensor_cards(spec.inputs),
             outputs=_tensor_cards(spec.outputs),
-            preprocessing=_PRE[spec.family],
-            postprocessing=_POST[spec.family],
+            preprocessing=spec.family.preprocessing,  # the family's texts (hepzoo.models.families)
+            postprocessing=spec.family.postprocessing,
             noise_inputs=[
-                NoiseInput(name=t.name, shape=list(t.shape))
-                for t in spec.inputs
-                if spec.family == "flashsim" and t.name == "noise"
+                NoiseInput(name=t.name, shape=list(t.shape)) for t in spec.inputs if t.name in spec.family.noise_inputs
             ],
             element_granularity=g,
             size_buckets=[b for b in DEFAULT_BUCKETS if b % g == 0] if has_elements else [],

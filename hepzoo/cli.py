@@ -438,21 +438,8 @@ def zoo_release(
     test_files = expand_paths(test)
     data = read_events(test_files)
     data = data[:events] if events else data
-    if get_spec(cfg["name"]).family == "flashsim":
-        from hepzoo.validation.flashsim import evaluate, format_report
-
-        if not noise_floor:
-            raise ValueError("a flash-sim release needs --noise-floor: an independent full-chain sample")
-        floor_files = expand_paths(noise_floor)
-        floor = read_events(floor_files)
-        floor = floor[:events] if events else floor
-        metrics = evaluate(model, config["data"]["kind"], data, floor, seed=seed)
-        metrics["noise_floor_files"] = {str(p): sha256_of(p) for p in floor_files}
-        format_comparison = format_report
-    else:
-        from hepzoo.validation.mlpf import compare_with_baseline, format_comparison
-
-        metrics = compare_with_baseline(model, data)
+    hooks = get_spec(cfg["name"]).family.validation  # MLPF: next to the PF baseline; flash-sim: vs the full chain
+    metrics = hooks.release_metrics(model, config, data, noise_floor=noise_floor, max_events=events, seed=seed)
     metrics["test_files"] = {str(p): sha256_of(p) for p in test_files}
     commands = [line.strip() for line in recipe.read_text().splitlines() if "generate" in line or " train " in line]
     dataset = {"recipe": str(recipe), "commands": commands}
@@ -468,7 +455,7 @@ def zoo_release(
     release = create_release(
         run_dir, name, version, dataset, metrics, checkpoint=checkpoint, config=config if chosen is not None else None
     )
-    typer.echo(format_comparison(metrics))
+    typer.echo(hooks.format_release(metrics))
     typer.echo(f"released {release.path}")
 
 

@@ -34,6 +34,13 @@ import torch
 from torch import nn
 
 from hepzoo.datasets import schema
+from hepzoo.models.mlpf_decode import (  # noqa: F401  (the output layout lives with its torch-free decoder)
+    CHARGE_CLASSES,
+    REGRESSION_COLUMN,
+    REGRESSION_FEATURE_NAMES,
+    REGRESSION_FEATURES,
+    REGRESSION_TARGET_INDEX,
+)
 from hepzoo.models.registry import ExportSpec, TensorSpec
 
 EF = schema.ElementFeature
@@ -42,11 +49,6 @@ ET = schema.ElementType
 
 N_FEATURES = len(EF)
 N_CLASSES = len(schema.TargetClass)
-CHARGE_CLASSES: tuple[int, ...] = (-1, 0, 1)
-REGRESSION_FEATURES: tuple[schema.TargetFeature, ...] = tuple(f for f in TF if f != TF.CHARGE)
-REGRESSION_FEATURE_NAMES: tuple[str, ...] = tuple(f.name.lower() for f in REGRESSION_FEATURES)
-# columns of a loader batch's target_reg (TargetFeature order) that line up with ``regression``
-REGRESSION_TARGET_INDEX: tuple[int, ...] = tuple(int(f) for f in REGRESSION_FEATURES)
 ELEMENT_TYPES: tuple[schema.ElementType, ...] = tuple(ET)
 
 PT_MIN = 1e-3  # GeV, floor of the element pT used as the decoding reference
@@ -191,12 +193,13 @@ def decode_regression(raw: torch.Tensor, features: torch.Tensor) -> torch.Tensor
     pt0 = torch.clamp(features[..., int(EF.PT)], min=PT_MIN)
     e0 = torch.clamp(features[..., int(EF.E)], min=E_MIN)
     r = torch.clamp(raw, -RAW_LOG_CLAMP, RAW_LOG_CLAMP)
+    c = REGRESSION_COLUMN
     cols = {
-        TF.PT: pt0 * torch.exp(r[..., 0]),
-        TF.ETA: features[..., int(EF.ETA)] + raw[..., 1],
-        TF.SIN_PHI: features[..., int(EF.SIN_PHI)] + raw[..., 2],
-        TF.COS_PHI: features[..., int(EF.COS_PHI)] + raw[..., 3],
-        TF.E: e0 * torch.exp(r[..., 4]),
+        TF.PT: pt0 * torch.exp(r[..., c[TF.PT]]),
+        TF.ETA: features[..., int(EF.ETA)] + raw[..., c[TF.ETA]],
+        TF.SIN_PHI: features[..., int(EF.SIN_PHI)] + raw[..., c[TF.SIN_PHI]],
+        TF.COS_PHI: features[..., int(EF.COS_PHI)] + raw[..., c[TF.COS_PHI]],
+        TF.E: e0 * torch.exp(r[..., c[TF.E]]),
     }
     return torch.stack([cols[f] for f in REGRESSION_FEATURES], dim=-1)
 

@@ -11,8 +11,12 @@ Register a model with one decorator on its builder::
 * registering a name twice raises :class:`DuplicateModelError`; an unknown name raises
   :class:`UnknownModelError` listing the registered names; an unknown override raises ``TypeError``
   listing the valid ones;
-* ``import hepzoo.models`` registers every model of the package (``models/__init__.py`` imports each model
-  module); the test matrix in ``tests/test_models.py`` is driven by :func:`list_models`.
+* every module of the ``hepzoo.models`` package is imported on the first lookup (:func:`get_spec`,
+  :func:`list_models`, :func:`create_model`), so a model module registers itself by being in the package:
+  adding a model is one file here plus its config; the test matrix in ``tests/test_models.py`` is driven by
+  :func:`list_models`;
+* ``family`` is a registered :class:`~hepzoo.models.families.Family` (pass it or its name); ``spec.family`` is
+  the Family object (a ``str`` equal to its name).
 
 The spec is what export, cards and the runtime read: tensor names, dtypes, shapes with symbolic axes
 (``"batch"``, ``"elements"``) and feature names in order (taken from the schema enums), a dummy-input
@@ -22,13 +26,17 @@ GNN-LSH bin size) and the ONNX-vs-torch parity tolerance.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import torch
+
+from hepzoo.models.families import Family, UnknownFamilyError, get_family
 
 __all__ = [
     "DuplicateModelError",
@@ -37,13 +45,13 @@ __all__ = [
     "TensorSpec",
     "UnknownModelError",
     "create_model",
+    "discover",
     "get_spec",
     "list_models",
     "register_model",
     "unregister_model",
 ]
 
-FAMILIES = ("mlpf", "flashsim")
 Axis = str | int
 
 
@@ -116,7 +124,7 @@ class ExportSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    family: str
+    family: Family
     task: str
     builder: Callable[..., torch.nn.Module] = field(repr=False)
     defaults: Mapping[str, Any]
@@ -159,7 +167,7 @@ class ModelSpec:
         """JSON-able metadata (for model cards)."""
         return {
             "name": self.name,
-            "family": self.family,
+            "family": self.family.name,
             "task": self.task,
             "defaults": dict(self.defaults),
             "inputs": [t.to_dict() for t in self.inputs],
@@ -172,6 +180,22 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_discovered = False
+
+
+def discover() -> None:
+    """Import every module of the ``hepzoo.models`` package once (each model module registers its builders)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True  # set first: a model module that looks a model up while being imported does not recurse
+    try:
+        package = importlib.import_module("hepzoo.models")
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"hepzoo.models.{info.name}")
+    except BaseException:
+        _discovered = False  # a broken model module fails every lookup, not only the first
+        raise
 
 
 def _builder_defaults(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
@@ -189,7 +213,7 @@ def _builder_defaults(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
 def register_model(
     name: str,
     *,
-    family: str,
+    family: str | Family,
     task: str,
     inputs: tuple[TensorSpec, ...],
     outputs: tuple[TensorSpec, ...],
@@ -197,8 +221,10 @@ def register_model(
     permutation_tolerance: float | None = 0.0,
 ) -> Callable[[Callable[..., torch.nn.Module]], Callable[..., torch.nn.Module]]:
     """Decorator registering a builder under ``name`` (see the module docstring). Returns the builder unchanged."""
-    if family not in FAMILIES:
-        raise ValueError(f"model {name!r}: family must be one of {FAMILIES}, got {family!r}")
+    try:
+        family = get_family(family)
+    except UnknownFamilyError as err:
+        raise UnknownFamilyError(f"model {name!r}: {err}") from None
 
     def deco(fn: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
         if name in _REGISTRY:
@@ -229,10 +255,12 @@ def unregister_model(name: str) -> None:
 
 def list_models(family: str | None = None) -> list[str]:
     """Sorted registered names, optionally of one family."""
+    discover()
     return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
 
 
 def get_spec(name: str) -> ModelSpec:
+    discover()
     try:
         return _REGISTRY[name]
     except KeyError:

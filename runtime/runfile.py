@@ -10,6 +10,9 @@ identifiers the input has (``event_id``, ``process``, ``n_pileup``, ``weight``, 
   plus the scalar ``flash_seed``. Event ``entry`` draws its noise from ``default_rng([seed, entry])``, so the
   output does not depend on the chunk size or on how files are split across workers.
 
+The collection names, what is read and whether a seed is needed come from the model's family and object kind
+(:mod:`hepzoo.models.families`, ``Session.family`` / ``Session.objects``).
+
 Output files are written to a temporary name and renamed when complete, so a failed or interrupted run never
 leaves a half-written output; temporaries of killed runs (named with their host and pid, see
 :mod:`hepzoo.datasets.atomic`) are removed by the next run into the same folder. The JSON string ``hepzoo_run`` inside
@@ -57,7 +60,6 @@ __all__ = ["FileResult", "OUTPUT_TREE", "RUN_META_KEY", "output_path_for", "read
 OUTPUT_TREE = "events"
 RUN_META_KEY = "hepzoo_run"
 DEFAULT_STEP = 1000
-_COLLECTION = {"mlpf": "mlpf", "jet": "flashjet", "track": "flashtrk"}
 
 
 @dataclass
@@ -74,25 +76,18 @@ class FileResult:
 
 
 def output_collection(session: Session) -> str:
-    return _COLLECTION["mlpf" if session.card.family == "mlpf" else session.flash_kind]
+    """The collection of reconstructed objects in the output (``Session.objects``: the family or object kind)."""
+    return session.objects.output_collection
 
 
 def input_collections(session: Session) -> tuple[str, ...]:
     """The input collections a model needs (only these are read)."""
-    if session.card.family == "mlpf":
-        return ("trk", "clu")
-    from hepzoo.datasets.flashsim_data import CONTEXT_COLLECTIONS
-
-    return CONTEXT_COLLECTIONS[session.flash_kind]
+    return tuple(session.objects.input_collections)
 
 
 def input_scalars(session: Session) -> tuple[str, ...]:
     """The event scalars a model reads as features (checked against the value policy with its collections)."""
-    if session.card.family == "mlpf":
-        return ()
-    from hepzoo.datasets.flashsim_data import CONTEXT_SCALARS
-
-    return CONTEXT_SCALARS[session.flash_kind]
+    return tuple(session.objects.input_scalars)
 
 
 ON_BAD_EVENT = ("error", "skip")
@@ -256,7 +251,7 @@ def run_file(
     check_on_bad_event(on_bad_event)
     input_path, output = Path(input_path), Path(output)
     _refuse_input_as_output([input_path], output)
-    generative = session.card.family == "flashsim"
+    generative = session.family.generative
     if generative and seed is None:
         raise ValueError(f"{session.name} is generative: give a seed (it is recorded in the output)")
     if not generative and seed is not None:
@@ -348,7 +343,7 @@ def _plan(
         chunks = io.iterate_events(f, step_size=1, collections=input_collections(session), mapping=mapping)
         next(iter(chunks), None)
         chunks.close()
-        if session.card.family == "mlpf":  # every event within the model's element limit (counters only)
+        if session.family.elements:  # every event within the model's element limit (counters only)
             check_file_sizes(f, input_collections(session), session.max_elements, session.name, mapping)
     if output.suffix != ".root" and not output.exists():
         output.mkdir(parents=True)

@@ -26,8 +26,9 @@ import awkward as ak
 import numpy as np
 
 from hepzoo.datasets.ragged import pad, unpad
-from hepzoo.datasets.schema import TargetClass
 from hepzoo.export.card import CARD, ModelCard, load_card
+from hepzoo.models.families import Family, ObjectKind, families, get_family
+from hepzoo.models.mlpf_decode import CHARGED_CLASSES, decode_charge  # noqa: F401  (re-exported)
 
 from .backends import Backend, create_backend
 from .batcher import DynamicBatcher
@@ -71,20 +72,6 @@ def _rows_of(offsets: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.nd
     np.cumsum(counts, out=sub_offsets[1:])
     rows = np.arange(sub_offsets[-1], dtype=np.int64) + np.repeat(starts - sub_offsets[:-1], counts)
     return rows, sub_offsets
-
-
-# MLPF ``charge_logits`` classes: index = charge + 1 (-1, 0, +1). Neutral classes (and empty slots) decode to
-# charge 0 whatever the charge head says; charged classes decode to -1 or +1 (argmax over those two only).
-_CHARGE_MINUS, _CHARGE_PLUS = 0, 2
-CHARGED_CLASSES = (TargetClass.CHARGED_HADRON, TargetClass.ELECTRON, TargetClass.MUON)
-
-
-def decode_charge(cls: np.ndarray, charge_logits: np.ndarray) -> np.ndarray:
-    """Per-candidate charge from the predicted class and the charge head: 0 for ``TargetClass.NONE``,
-    ``NEUTRAL_HADRON`` and ``PHOTON``; -1 or +1 for the charged classes (never 0)."""
-    charged = np.isin(cls, np.array([int(c) for c in CHARGED_CLASSES]))
-    plus = charge_logits[:, _CHARGE_PLUS] > charge_logits[:, _CHARGE_MINUS]
-    return np.where(charged, np.where(plus, 1, -1), 0).astype(np.int32)
 
 
 @dataclass
@@ -144,6 +131,18 @@ class Session:
         return self.card.name
 
     @property
+    def family(self) -> Family:
+        """The model's family (:mod:`hepzoo.models.families`): what it reads, how it decodes, whether it is generative."""
+        return get_family(self.card.family)
+
+    @property
+    def objects(self) -> ObjectKind | Family:
+        """What the model reads and writes (``input_collections``, ``input_scalars``, ``output_collection``,
+        ``encode``, ``decode``): its object kind (flash-sim: from the training config's ``data.kind``), or its
+        family when the family has no kinds."""
+        return self.family.objects(self.card.provenance.config)
+
+    @property
     def version(self) -> str:
         return self.card.version
 
@@ -170,9 +169,11 @@ class Session:
             raise ValueError(f"size buckets {bad} are not multiples of the element granularity {g} of {self.card.name}")
         return b
 
-    def _require_family(self, family: str, method: str) -> None:
-        if self.card.family != family:
-            raise TypeError(f"{method} is for {family} models; {self.card.name} is a {self.card.family} model")
+    def _require(self, what: str, method: str) -> None:
+        """``method`` needs a family with the truthy attribute ``what`` (``elements``, ``generative``, ``kinds``)."""
+        if not getattr(self.family, what):
+            wanted = " or ".join(f.name for f in families() if getattr(f, what))
+            raise TypeError(f"{method} is for {wanted} models; {self.card.name} is a {self.card.family} model")
 
     # ---- MLPF ----------------------------------------------------------------------------------------------
 
@@ -209,7 +210,7 @@ class Session:
         features are refused (:func:`hepzoo.runtime.checks.check_elements`) with an error naming the event
         (``first_event`` + its index), the element and the feature.
         """
-        self._require_family("mlpf", "run_elements")
+        self._require("elements", "run_elements")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         bucket_sizes = self.buckets if buckets is None else self._check_buckets(buckets)
@@ -267,9 +268,10 @@ class Session:
         MLPF: candidates ``cls, charge, pt, eta, phi, e`` (see :meth:`candidates` for ``probabilities`` and
         ``keep_empty``; other ``kwargs`` go to :meth:`run_elements`). Flash-sim: the flash-reconstructed
         objects of the model's kind (:meth:`flash_objects`); ``seed`` is required and ``first_entry`` (the
-        first event's entry number in its file) selects each event's noise stream.
+        first event's entry number in its file) selects each event's noise stream. The family says which
+        (:attr:`family`: generative or not; its ``encode``/``decode``).
         """
-        if self.card.family == "flashsim":
+        if self.family.generative:
             if seed is None:
                 raise ValueError(f"{self.name} is generative: pass seed= (it is recorded with the outputs)")
             objects = self.flash_objects(events, seed, first_entry=first_entry, **kwargs)
@@ -279,13 +281,11 @@ class Session:
             raise ValueError(f"seed= is for generative (flash-sim) models; {self.name} is deterministic")
         probabilities = kwargs.pop("probabilities", False)
         keep_empty = kwargs.pop("keep_empty", False)
-        from hepzoo.datasets.loader import element_features
-
-        features, offsets = element_features(events)
+        features, offsets = self.family.encode(events)
         check_track_charges(features, offsets, self.card.inputs[0].feature_names, first_entry)
         check_elements(features, offsets, self.card.inputs[0].feature_names, first_entry, full=True)
         out = self.run_elements(features, offsets, first_event=first_entry, **kwargs)
-        candidates = self.candidates(out, offsets, probabilities=probabilities, keep_empty=keep_empty)
+        candidates = self.family.decode(out, offsets, probabilities=probabilities, keep_empty=keep_empty)
         check_outputs(candidates, first_entry, self.name)
         return candidates
 
@@ -293,37 +293,20 @@ class Session:
     def candidates(
         out: dict[str, np.ndarray], offsets: np.ndarray, probabilities: bool = False, keep_empty: bool = False
     ) -> ak.Array:
-        """MLPF outputs (flat, from :meth:`run_elements`) -> per-event candidate records.
+        """MLPF outputs (flat, from :meth:`run_elements`) -> per-event candidate records: the MLPF decoder
+        :func:`hepzoo.models.mlpf_decode.decode_candidates` (``charge``: neutrals 0, charged ±1; ``keep_empty``
+        keeps the ``TargetClass.NONE`` slots; ``probabilities`` adds ``cls_prob``)."""
+        from hepzoo.models.mlpf_decode import decode_candidates
 
-        Element slots predicted as ``TargetClass.NONE`` are dropped unless ``keep_empty`` (then records stay
-        element-aligned: tracks then clusters). ``charge``: see :func:`decode_charge` (neutrals 0, charged ±1).
-        ``probabilities`` adds ``cls_prob`` (softmax of ``cls_logits``, ``[n_classes]`` per record).
-        """
-        counts = np.diff(np.asarray(offsets, dtype=np.int64))
-        reg = out["regression"]
-        cls = out["cls_logits"].argmax(-1).astype(np.int32)
-        fields = {
-            "cls": cls,
-            "charge": decode_charge(cls, out["charge_logits"]),
-            "pt": reg[:, 0],
-            "eta": reg[:, 1],
-            "phi": np.arctan2(reg[:, 2], reg[:, 3]).astype(np.float32),
-            "e": reg[:, 4],
-        }
-        if probabilities:
-            logits = out["cls_logits"]
-            p = np.exp(logits - (logits.max(-1, keepdims=True) if len(logits) else 0))
-            fields["cls_prob"] = (p / p.sum(-1, keepdims=True)).astype(np.float32)
-        candidates = ak.zip({k: ak.unflatten(v, counts) for k, v in fields.items()}, depth_limit=2)
-        return candidates if keep_empty else candidates[candidates.cls != int(TargetClass.NONE)]
+        return decode_candidates(out, offsets, probabilities=probabilities, keep_empty=keep_empty)
 
     # ---- flash-sim -----------------------------------------------------------------------------------------
 
     @property
     def flash_kind(self) -> str:
         """The object kind a flash-sim model simulates (``jet`` or ``track``), from its training config."""
-        self._require_family("flashsim", "flash_kind")
-        return str(self.card.provenance.config["data"]["kind"])
+        self._require("kinds", "flash_kind")
+        return self.objects.name
 
     def _context_card(self):
         noise_names = {n.name for n in self.card.noise_inputs}
@@ -376,7 +359,7 @@ class Session:
         Noise: ``rng = np.random.default_rng(seed)``; one ``standard_normal`` draw per noise input for all rows,
         then ``matched = rng.uniform(size=N) < efficiency``. Independent of ``chunk_size``.
         """
-        self._require_family("flashsim", "sample")
+        self._require("generative", "sample")
         context = self._check_context(context)
         noise, u = self._draw(np.random.default_rng(seed), len(context))
         result = self._sample_with(context, noise, u, chunk_size)
@@ -389,7 +372,7 @@ class Session:
         """Like :meth:`sample`, but each event has its own noise stream ``default_rng([seed, entry])``
         (``entry = first_entry + event index``), so results do not depend on how a file is chunked or split
         across workers. ``event_index`` (sorted, one per context row) says which event a row belongs to."""
-        self._require_family("flashsim", "sample_events")
+        self._require("generative", "sample_events")
         context = self._check_context(context)
         event_index = np.asarray(event_index, dtype=np.int64)
         if event_index.shape != (len(context),) or np.any(np.diff(event_index) < 0):
@@ -417,14 +400,12 @@ class Session:
         in physical units, with their ``efficiency``; see :func:`hepzoo.datasets.flashsim_data.reconstruct`.
         Every generator object is checked against the schema's value policy
         (:func:`hepzoo.runtime.checks.check_collections`) before the table's selection cuts, so a bad object is an error, never a silently dropped one."""
-        from hepzoo.datasets.flashsim_data import CONTEXT_COLLECTIONS, CONTEXT_SCALARS, KINDS, reconstruct
-
-        kind = self.flash_kind
-        check_collections(events, CONTEXT_COLLECTIONS[kind], first_entry, CONTEXT_SCALARS[kind])  # before any cut
-        table_of, _ = KINDS[self.flash_kind]
-        table = table_of(events)
+        self._require("kinds", "flash_objects")
+        kind = self.objects
+        check_collections(events, kind.input_collections, first_entry, kind.input_scalars)  # before any cut
+        table = kind.encode(events)
         result = self.sample_events(table["context"], table["event_index"], len(events), seed, first_entry)
-        objects = reconstruct(self.flash_kind, table["context"], result["sample"])
+        objects = kind.decode(table["context"], result["sample"])
         objects["efficiency"] = result["efficiency"].astype(np.float32)
         keep = result["matched"]
         counts = np.bincount(table["event_index"][keep], minlength=len(events)) if keep.any() else np.zeros(len(events), np.int64)
@@ -486,7 +467,7 @@ class Session:
 
     def _request_key(self, request: _Request):
         """Validate one request up front and return its batching key (the padded size for MLPF)."""
-        if self.card.family == "flashsim":
+        if self.family.generative:
             if request.seed is None:
                 raise ValueError(f"{self.name} is generative: submit(context, seed=...) needs a seed")
             request.payload = self._check_context(np.array(request.payload, dtype=np.float32))  # a copy: see submit
@@ -495,13 +476,11 @@ class Session:
             raise ValueError(f"seed= is for generative (flash-sim) models; {self.name} is deterministic")
         payload = request.payload
         if isinstance(payload, (ak.Array, ak.Record)):
-            from hepzoo.datasets.loader import element_features
-
             events = ak.Array([payload]) if isinstance(payload, ak.Record) else payload
             if len(events) != 1:
                 raise ValueError(f"submit takes one event, got an array of {len(events)}")
             request.as_candidates = True
-            payload, offsets = element_features(events)
+            payload, offsets = self.family.encode(events)
             check_track_charges(payload, offsets, self.card.inputs[0].feature_names, 0)
             check_elements(payload, offsets, self.card.inputs[0].feature_names, 0, full=True)
         x = np.array(payload, dtype=np.float32)  # always a copy: the caller may reuse its buffer after submit
@@ -514,7 +493,7 @@ class Session:
         return self._pad_size(len(x), self.buckets) if len(x) else 0
 
     def _run_requests(self, requests: Sequence[_Request]) -> list:
-        if self.card.family == "flashsim":
+        if self.family.generative:
             draws = [self._draw(np.random.default_rng(r.seed), len(r.payload)) for r in requests]
             context = np.concatenate([r.payload for r in requests])
             noise = {name: np.concatenate([d[0][name] for d in draws]) for name in draws[0][0]}
@@ -532,5 +511,5 @@ class Session:
         results = []
         for r, a, b in zip(requests, offsets[:-1], offsets[1:], strict=True):
             single = {k: v[a:b] for k, v in out.items()}
-            results.append(self.candidates(single, np.array([0, b - a])) if r.as_candidates else single)
+            results.append(self.family.decode(single, np.array([0, b - a])) if r.as_candidates else single)
         return results

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hepzoo.datasets.atomic import write_bytes_atomic
+
 from .backends import Backend, BackendUnavailable
 
 __all__ = [

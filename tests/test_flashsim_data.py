@@ -163,7 +163,7 @@ def _rows(batches) -> np.ndarray:
     )
 
 
-@pytest.mark.parametrize("kind", ["jet", "track"])
+@pytest.mark.parametrize("kind", list(fd.KINDS))
 def test_dataset_matches_table_and_shuffles(tmp_path, kind):
     evs = tiny_events() * 4
     for i, e in enumerate(evs):
@@ -179,7 +179,7 @@ def test_dataset_matches_table_and_shuffles(tmp_path, kind):
     for b in batches:
         assert b["context"].dtype == torch.float32 and b["matched"].dtype == torch.bool
         assert b["target"].dtype == torch.float32 and len(b["matched"]) <= 3
-        assert b["context"].shape[1] == len(fd.JetContext if kind == "jet" else fd.TrackContext)
+        assert b["context"].shape[1] == len(fd.KINDS[kind].context_names)
     np.testing.assert_array_equal(_rows(batches), ref)  # in order, without shuffling
 
     sh = fd.FlashSimDataset(str(tmp_path / "*.root"), kind, step_size=2, batch_size=3, shuffle=True, seed=7)

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hepzoo.datasets.atomic import atomic_output
+
 FORMAT_VERSION = 1
 
 

@@ -11,7 +11,8 @@ Example (``configs/mlpf-gnnlsh.yaml``)::
     output_dir: runs/mlpf-gnnlsh
 
 Flash-sim models (family ``flashsim``) train on object tables: ``data.kind: jet|track`` is required there,
-``data.batch_size`` counts table rows, ``data.buckets`` is not used (see ``hepzoo.training.tasks``).
+``data.batch_size`` counts table rows, ``data.buckets`` is not used (see ``hepzoo.training.tasks``). The valid
+families and kinds are the registered ones (:mod:`hepzoo.models.families`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hepzoo.datasets import schema
 from hepzoo.datasets.ragged import DEFAULT_BUCKETS
+from hepzoo.models.families import family_names, get_family, kind_names
 
 
 class _Section(BaseModel):
@@ -33,7 +35,7 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     name: str = Field(description="registry name (hepzoo.models.list_models()) or 'package.module:factory'")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model builder")
-    family: Literal["mlpf", "flashsim"] | None = Field(
+    family: Literal[family_names()] | None = Field(
         None,
         description="model family, which picks the training task (data, loss); null = the registry spec's "
         "family (hepzoo.models.get_spec(name).family), or 'mlpf' for a 'package.module:factory' model",
@@ -53,8 +55,9 @@ class DataConfig(_Section):
     buckets: list[int] = Field(default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per training process")
     shuffle: bool = Field(True, description="shuffle work units, events and batches (seeded, per epoch)")
-    kind: Literal["jet", "track"] | None = Field(
-        None, description="flash-sim only (required there): which object table to train on"
+    kind: Literal[kind_names()] | None = Field(
+        None, description="flash-sim only (required there): which object table to train on (an object kind of "
+        "the model's family)"
     )
     norm_rows: int = Field(
         100_000, gt=0, description="flash-sim only: training rows (per process) read for the normalisation stats"
@@ -146,8 +149,10 @@ class TrainConfig(_Section):
     def _check(self) -> TrainConfig:
         if self.optim.total_steps is not None and self.optim.warmup_steps > self.optim.total_steps:
             raise ValueError("optim.warmup_steps is larger than optim.total_steps")
-        if self.model.family == "flashsim" and self.data.kind is None:
-            raise ValueError("data.kind is required for flash-sim models: 'jet' or 'track'")
+        family = get_family(self.model.family) if self.model.family is not None else None
+        if family is not None and family.kinds and self.data.kind is None:
+            kinds = " or ".join(repr(k) for k in family.kinds)
+            raise ValueError(f"data.kind is required for {family.label} models: {kinds}")
         return self
 
 

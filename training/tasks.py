@@ -13,8 +13,9 @@ The loop (``hepzoo.training.loop``) is family-agnostic; a :class:`Task` supplies
 * ``prepare(net, loader, info)`` — one-off set-up of a fresh run (flash-sim: normalisation statistics).
 
 Families: ``"mlpf"`` (:class:`MLPFTask`: ``MLPFDataset`` + ``mlpf_loss``) and ``"flashsim"``
-(:class:`FlashSimTask`). The family comes from ``model.family`` in the config, else from the registry spec
-(``get_spec(name).family``); a ``'package.module:factory'`` model without ``model.family`` is MLPF.
+(:class:`FlashSimTask`); each :class:`~hepzoo.models.families.Family` names its task (``training_task``). The
+family comes from ``model.family`` in the config, else from the registry spec (``get_spec(name).family``); a
+``'package.module:factory'`` model without ``model.family`` is MLPF.
 
 Flash-sim: batches are rows of an object table (``FlashSimDataset``: ``context [B,C]``, ``matched [B]``,
 ``target [B,D]``). Loss ``total = nll_weight * nll + eff_weight * eff`` where ``nll`` is the mean of
@@ -44,6 +45,7 @@ from hepzoo.datasets import io
 from hepzoo.datasets.loader import MLPFDataset, element_counts, make_dataloader
 from hepzoo.datasets.ragged import group_by_bucket
 from hepzoo.datasets.schema import ElementFeature
+from hepzoo.models.families import MLPF, Family, get_family
 from hepzoo.training import distributed as D
 from hepzoo.training.config import ModelConfig, TrainConfig
 from hepzoo.training.losses import COMPONENTS, REGRESSION_NAMES, loss_counts, mlpf_loss
@@ -53,10 +55,10 @@ AutocastFactory = Callable[[], contextlib.AbstractContextManager]
 FLASHSIM_COMPONENTS: tuple[str, ...] = ("total", "nll", "eff")
 
 
-def resolve_family(cfg: ModelConfig) -> str:
+def resolve_family(cfg: ModelConfig) -> Family:
     """``model.family`` if set (checked against the registry for registry names), else the spec's family."""
     if ":" in cfg.name:
-        return cfg.family or "mlpf"
+        return get_family(cfg.family) if cfg.family else MLPF
     from hepzoo.models import get_spec
 
     try:
@@ -69,12 +71,8 @@ def resolve_family(cfg: ModelConfig) -> str:
 
 
 def make_task(cfg: TrainConfig, info: D.DistInfo) -> Task:
-    family = resolve_family(cfg.model)
-    if family == "mlpf":
-        return MLPFTask(cfg, info)
-    if family == "flashsim":
-        return FlashSimTask(cfg, info)
-    raise ValueError(f"model.family: no training task for family {family!r}")  # pragma: no cover
+    """The training task of the model's family (``Family.training_task``)."""
+    return resolve_family(cfg.model).training_task(cfg, info)
 
 
 def set_epoch(dataset: Any, epoch: int) -> None:
@@ -238,7 +236,9 @@ class FlashSimTask(Task):
     def __init__(self, cfg: TrainConfig, info: D.DistInfo):
         super().__init__(cfg, info)
         if cfg.data.kind is None:
-            raise ValueError(f"data.kind is required for flash-sim model {cfg.model.name!r}: 'jet' or 'track'")
+            family = resolve_family(cfg.model)
+            kinds = " or ".join(repr(k) for k in family.kinds)
+            raise ValueError(f"data.kind is required for {family.label} model {cfg.model.name!r}: {kinds}")
         self.factory = _flashsim_dataset_factory(cfg.data.dataset)
         self.weights = (cfg.loss.nll_weight, cfg.loss.eff_weight)
 

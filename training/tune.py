@@ -323,7 +323,8 @@ def hepzoo_trial(params: dict[str, Any], *, base: dict[str, Any], settings: dict
     seed_everything(cfg.seed)  # the same initial weights as `hepzoo train` (the trainer seeds, then builds)
     net = build_model(cfg.model)
     events = None
-    if settings["physics_events"] > 0 and cfg.data.val and resolve_family(cfg.model) == "mlpf":
+    figures = resolve_family(cfg.model).training_metrics  # the family's physics figures (MLPF: jets), or None
+    if settings["physics_events"] > 0 and cfg.data.val and figures is not None:
         events = read_first_events(cfg.data.val, settings["physics_events"])
 
     def on_epoch_end(epoch: int, summary: dict[str, Any]) -> None:
@@ -333,7 +334,7 @@ def hepzoo_trial(params: dict[str, Any], *, base: dict[str, Any], settings: dict
             metrics["val_loss"] = val["total"]
             metrics.update({f"val_{k}": v for k, v in val.items() if k != "total"})
         if events is not None:
-            metrics.update(physics_metrics(net, events, cfg.data.buckets, cfg.data.batch_size))
+            metrics.update(figures(net, events, cfg.data.buckets, cfg.data.batch_size))
         with tempfile.TemporaryDirectory(prefix="ckpt-", dir=out_dir) as d:
             os.link(summary["last"], Path(d) / _CKPT_FILE)  # Ray copies the folder into its storage
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -578,7 +579,8 @@ def retrain_best(best_config_path: str | Path, space: SearchSpace) -> dict[str, 
     cfg = load_config(best_config_path)
     result = train(cfg)
     metrics: dict[str, Any] = {"val": result["val"], "best": result["best"], "last": result["last"]}
-    if space.physics_events > 0 and cfg.data.val and resolve_family(cfg.model) == "mlpf":
+    figures = resolve_family(cfg.model).training_metrics
+    if space.physics_events > 0 and cfg.data.val and figures is not None:
         events = read_first_events(cfg.data.val, space.physics_events)
-        metrics.update(physics_metrics(result["model"], events, cfg.data.buckets, cfg.data.batch_size))
+        metrics.update(figures(result["model"], events, cfg.data.buckets, cfg.data.batch_size))
     return metrics

@@ -21,6 +21,7 @@ from hepzoo.datasets.io import read_events
 from hepzoo.datasets.jets import antikt_jets
 from hepzoo.datasets.schema import ClusterLayer, TargetClass
 from hepzoo.datasets.sources import SourceSpec
+from hepzoo.models.families import get_family
 
 from .jets import binned_response, jet_response, summarize_response
 from .mlpf import format_comparison, reconstruction_metrics
@@ -50,11 +51,17 @@ def run_demo(out_dir: Path, n_events: int = 200, workers: int = 2, seed: int = 7
         events[name] = read_events(path)
 
     runs = _run_zoo(out_dir / "ttbar.root", out_dir / "run", seed)
-    zoo_candidates = {name: run["output"].mlpf for name, run in runs.items() if run["family"] == "mlpf"}
+    # the deterministic (reconstruction) models' candidates, compared with the rule-based PF below; the generative
+    # (flash-sim) models are compared with the full chain
+    zoo_candidates = {
+        name: run["output"][run["collection"]] for name, run in runs.items() if not get_family(run["family"]).generative
+    }
     metrics = {
         "seed": seed,
         "n_events": n_events,
-        "runs": {name: {k: v for k, v in run.items() if k != "output"} for name, run in runs.items()},
+        "runs": {
+            name: {k: v for k, v in run.items() if k not in ("output", "collection")} for name, run in runs.items()
+        },
         "calorimeter_response": {
             name: _calo_response(events[name]) for name in ("electron_gun", "pion_gun")
         },
@@ -118,7 +125,7 @@ def _flashsim_sessions() -> dict:
     for release in list_releases():
         if (release.path / "card.json").is_file():
             session = Session.load(release.path)
-            if session.card.family == "flashsim":
+            if session.family.generative:
                 sessions[f"{release.name}/{release.version}"] = session
     return sessions
 
@@ -131,20 +138,21 @@ def _run_zoo(events_file: Path, out_dir: Path, seed: int) -> dict[str, dict]:
 
     from hepzoo.export.zoo import list_releases
     from hepzoo.runtime import Session
-    from hepzoo.runtime.runfile import read_output, run_files
+    from hepzoo.runtime.runfile import output_collection, read_output, run_files
 
     runs = {}
     for release in list_releases():
         if not (release.path / "card.json").is_file():
             continue
         session = Session.load(release.path)
-        generative = session.card.family == "flashsim"
+        generative = session.family.generative
         started = time.perf_counter()
         folder = out_dir / f"{release.name}-{release.version}"
         (result,) = run_files(session, events_file, folder, seed=seed if generative else None, overwrite=True)
         seconds = time.perf_counter() - started
         runs[f"{release.name}/{release.version}"] = {
             "family": session.card.family,
+            "collection": output_collection(session),  # not in metrics.json (the run record has it)
             "backend": session.backend_name,
             "output_file": result.output,
             "n_events": result.n_events,
@@ -190,28 +198,28 @@ def _plot(ttbar: ak.Array, zoo_candidates: dict[str, ak.Array], out_dir: Path) -
 
 
 def _plot_flashsim(ttbar: ak.Array, seed: int, out_dir: Path) -> None:
-    """Jet pT response of matched jets: the released flash-sim jet model vs the full chain."""
+    """pT response of matched objects: each released flash-sim model whose object kind names a ``demo_response``
+    target column (jets) vs the full chain."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hepzoo.datasets.flashsim_data import JetTarget, jet_table
-
     for name, session in _flashsim_sessions().items():
-        if session.flash_kind != "jet":
+        kind = session.objects
+        if kind.demo_response is None:
             continue
-        table = jet_table(ttbar)
+        table = kind.encode(ttbar)
         drawn = session.sample(table["context"], seed)
         flash = {"matched": drawn["matched"], "target": drawn["sample"]}
-        column = int(JetTarget.PT_RESPONSE)
+        column = kind.target_names.index(kind.demo_response)
         fig, ax = plt.subplots(figsize=(8, 6))
         bins = np.linspace(0.4, 1.6, 49)
         full = table["target"][table["matched"], column]
         ax.hist(full, bins=bins, histtype="step", linewidth=2, label="full chain (detector sim + PF)")
         ax.hist(flash["target"][flash["matched"], column], bins=bins, histtype="step", linewidth=2, label=name)
-        ax.set_xlabel(r"matched jet $p_T^{reco} / p_T^{gen}$")
-        ax.set_ylabel("jets / 0.025")
+        ax.set_xlabel(rf"matched {kind.name} $p_T^{{reco}} / p_T^{{gen}}$")
+        ax.set_ylabel(f"{kind.name}s / 0.025")
         ax.set_ylim(0, ax.get_ylim()[1] * 1.4)
         ax.legend(loc="upper left", fontsize="small")
         fig.savefig(out_dir / f"flashsim_{name.replace('/', '_')}_response.png", dpi=100, bbox_inches="tight")

@@ -32,7 +32,8 @@ import awkward as ak
 import numpy as np
 
 from hepzoo.datasets.jets import antikt_jets
-from hepzoo.datasets.schema import ElementFeature, ElementType, TargetClass, TargetFeature
+from hepzoo.datasets.schema import ElementFeature, ElementType, TargetClass
+from hepzoo.models.mlpf_decode import kinematics
 
 from .jets import jet_response, summarize_response
 from .met import gen_missing_et, met_response, missing_et
@@ -40,9 +41,6 @@ from .met import gen_missing_et, met_response, missing_et
 EF = ElementFeature
 Predict = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 JET_PT_EDGES = (20.0, 40.0, 60.0, 100.0, 200.0, 1000.0)
-# column of each TargetFeature in a model's ``regression`` output (TargetFeature order without the charge, as
-# hepzoo.models.mlpf_common.REGRESSION_FEATURES; derived here without importing torch)
-REGRESSION_COLUMN = {f: i for i, f in enumerate(f for f in TargetFeature if f != TargetFeature.CHARGE)}
 ABLATIONS = ("model", "pred cls + true kin", "true cls + pred kin", "true cls + element", "targets", "PF")
 
 
@@ -68,14 +66,8 @@ def _element_kinematics(features: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def prediction_kinematics(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    reg = out["regression"]
-    col = REGRESSION_COLUMN
-    return {
-        "pt": reg[:, col[TargetFeature.PT]],
-        "eta": reg[:, col[TargetFeature.ETA]],
-        "phi": np.arctan2(reg[:, col[TargetFeature.SIN_PHI]], reg[:, col[TargetFeature.COS_PHI]]).astype(np.float32),
-        "e": reg[:, col[TargetFeature.E]],
-    }
+    """``pt, eta, phi, e`` of the model's ``regression`` output (the MLPF decoder's columns)."""
+    return kinematics(out["regression"])
 
 
 def candidates_from(cls: np.ndarray, kin: dict[str, np.ndarray], counts: np.ndarray) -> ak.Array:

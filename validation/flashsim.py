@@ -13,19 +13,16 @@ import awkward as ak
 import numpy as np
 import torch
 
-from hepzoo.datasets import flashsim_data
+from hepzoo.models.families import FLASHSIM, ObjectKind
 
 from .fidelity import fidelity_report
 
-_TABLES = {"jet": flashsim_data.jet_table, "track": flashsim_data.track_table}
-_NAMES = {
-    "jet": (flashsim_data.JetContext, flashsim_data.JetTarget),
-    "track": (flashsim_data.TrackContext, flashsim_data.TrackTarget),
-}
 
-
-def _names(enum_type) -> tuple[str, ...]:
-    return tuple(member.name.lower() for member in enum_type)
+def _kind(kind: str) -> ObjectKind:
+    """The flash-sim object kind ``kind`` (:data:`hepzoo.models.families.FLASHSIM`'s kinds)."""
+    if kind not in FLASHSIM.kinds:
+        raise ValueError(f"unknown flash-sim kind {kind!r}; choose one of {sorted(FLASHSIM.kinds)}")
+    return FLASHSIM.kinds[kind]
 
 
 @torch.no_grad()
@@ -44,26 +41,43 @@ def evaluate(
     model: torch.nn.Module, kind: str, full: ak.Array, full_b: ak.Array, seed: int = 0
 ) -> dict:
     """Fidelity of ``model`` (flash) against the full chain ``full``, next to ``full_b`` vs ``full``."""
-    if kind not in _TABLES:
-        raise ValueError(f"unknown flash-sim kind {kind!r}; choose one of {sorted(_TABLES)}")
-    table = _TABLES[kind]
-    truth: Mapping[str, np.ndarray] = table(full)
-    truth_b: Mapping[str, np.ndarray] = table(full_b)
+    object_kind = _kind(kind)
+    truth: Mapping[str, np.ndarray] = object_kind.encode(full)
+    truth_b: Mapping[str, np.ndarray] = object_kind.encode(full_b)
     flash = flash_sample(model, truth["context"], seed)
     flash["event_index"] = truth["event_index"]  # the classifier splits train/test by event (no leakage)
-    context_enum, target_enum = _NAMES[kind]
     columns = ("context", "matched", "target", "event_index")
     report = fidelity_report(
         flash,
         {k: truth[k] for k in columns},
         {k: truth_b[k] for k in columns},
-        _names(target_enum),
-        context_names=_names(context_enum),
+        object_kind.target_names,
+        context_names=object_kind.context_names,
         seed=seed,
     )
     report["seed"] = seed
     report["kind"] = kind
     return report
+
+
+def release_metrics(
+    model: torch.nn.Module, config: dict, events: ak.Array, *, noise_floor=None, max_events: int = 0, seed: int = 1,
+    **_: object,
+) -> dict:
+    """``hepzoo zoo release``: fidelity of the trained model (kind: the config's ``data.kind``) against the
+    held-out full chain ``events``, next to the noise floor of the files ``noise_floor`` (required; at most
+    ``max_events`` of them, 0: all), whose sha256 are recorded."""
+    from hepzoo.datasets.io import expand_paths, read_events
+    from hepzoo.export.zoo import sha256_of
+
+    if not noise_floor:
+        raise ValueError("a flash-sim release needs --noise-floor: an independent full-chain sample")
+    floor_files = expand_paths(noise_floor)
+    floor = read_events(floor_files)
+    floor = floor[:max_events] if max_events else floor
+    metrics = evaluate(model, config["data"]["kind"], events, floor, seed=seed)
+    metrics["noise_floor_files"] = {str(p): sha256_of(p) for p in floor_files}
+    return metrics
 
 
 def format_report(report: dict) -> str:
@@ -103,12 +117,13 @@ def kind_of(card) -> str:
     """The flash-sim kind of a model card, from the feature names of its context input."""
     noise = {n.name for n in card.noise_inputs}
     context = next(t for t in card.inputs if t.name not in noise)
-    for kind, (context_enum, _) in _NAMES.items():
-        if tuple(context.feature_names or ())[: len(context_enum)] == _names(context_enum):
-            return kind
+    for kind in FLASHSIM.kinds.values():
+        names = kind.context_names
+        if tuple(context.feature_names or ())[: len(names)] == names:
+            return kind.name
     raise ValueError(
         f"{card.name}: context input {context.name!r} features {context.feature_names} match no flash-sim kind "
-        f"({sorted(_NAMES)})"
+        f"({sorted(FLASHSIM.kinds)})"
     )
 
 
@@ -137,23 +152,22 @@ def evaluate_runtime(session, events: ak.Array, seed: int = 0) -> tuple[dict, di
     from .uncertainty import binomial_uncertainty, bootstrap_w1
 
     kind = kind_of(session.card)
-    table = _TABLES[kind]
+    object_kind = _kind(kind)
     full_events, floor_events = split_halves(events)
-    truth, truth_b = table(full_events), table(floor_events)
+    truth, truth_b = object_kind.encode(full_events), object_kind.encode(floor_events)
     if min(int(truth["matched"].sum()), int(truth_b["matched"].sum())) < 4:
         raise ValueError(f"{len(events)} events hold too few reconstructed {kind}s for a fidelity comparison")
     drawn = session.sample(truth["context"], seed)
     flash = {"context": truth["context"], "matched": drawn["matched"], "target": drawn["sample"],
              "event_index": truth["event_index"]}  # fmt: skip
-    context_enum, target_enum = _NAMES[kind]
-    names = _names(target_enum)
+    names = object_kind.target_names
     columns = ("context", "matched", "target", "event_index")
     report = fidelity_report(
         flash,
         {k: truth[k] for k in columns},
         {k: truth_b[k] for k in columns},
         names,
-        context_names=_names(context_enum),
+        context_names=object_kind.context_names,
         seed=seed,
     )
     tf = np.asarray(flash["target"], np.float64)[flash["matched"]]

@@ -28,7 +28,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Check", "Quantity", "Thresholds", "check", "derive_thresholds", "format_checks", "quantities"]
+__all__ = [
+    "Check", "Quantity", "Thresholds", "check", "derive_thresholds", "flashsim_quantities", "format_checks",
+    "mlpf_quantities", "quantities",
+]  # fmt: skip
 
 N_SIGMA = 3.5
 MIN_N = 20  # entries below which a run's metric is reported but not gated
@@ -60,7 +63,9 @@ def _f(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _mlpf_quantities(rec: Mapping[str, Any]) -> dict[str, Quantity]:
+def mlpf_quantities(result: Mapping[str, Any]) -> dict[str, Quantity]:
+    """The gated scalars of an MLPF measurement: the model's side (the PF baseline is reported only)."""
+    rec = result["mlpf"]
     out: dict[str, Quantity] = {}
     for cls, p in rec["particles"].items():
         out[f"particles.{cls}.efficiency"] = Quantity(_f(p["efficiency"]), _f(p["efficiency_unc"]), p["n_truth"], "higher")
@@ -81,7 +86,8 @@ def _mlpf_quantities(rec: Mapping[str, Any]) -> dict[str, Quantity]:
     return out
 
 
-def _flashsim_quantities(rep: Mapping[str, Any]) -> dict[str, Quantity]:
+def flashsim_quantities(rep: Mapping[str, Any]) -> dict[str, Quantity]:
+    """The gated scalars of a flash-sim fidelity measurement."""
     n_flash = rep["n"]["flash"]["matched"]
     auc = rep["auc"]
     out = {"auc.excess": Quantity(_f(auc["excess"]), _f(auc["excess_unc"]), n_flash, "lower", floor=0.0)}
@@ -96,13 +102,12 @@ def _flashsim_quantities(rep: Mapping[str, Any]) -> dict[str, Quantity]:
 
 
 def quantities(metrics: Mapping[str, Any]) -> dict[str, Quantity]:
-    """The gated scalars of a ``hepzoo validate`` measurement (``metrics.json``), by name."""
-    family = metrics.get("family")
-    if family == "mlpf":
-        return _mlpf_quantities(metrics["mlpf"]["mlpf"])  # the model's side (the PF baseline is reported only)
-    if family == "flashsim":
-        return _flashsim_quantities(metrics["flashsim"])
-    raise ValueError(f"metrics have family {family!r}; expected 'mlpf' or 'flashsim'")
+    """The gated scalars of a ``hepzoo validate`` measurement (``metrics.json``), by name: the family's
+    ``quantities`` hook (:mod:`hepzoo.validation.families`) on its part of the metrics."""
+    from hepzoo.models.families import get_family
+
+    family = get_family(metrics.get("family"))  # an unknown family is a ValueError listing the registered ones
+    return family.validation.quantities(metrics[family.name])
 
 
 # ---- thresholds (the card's ``thresholds`` field) -----------------------------------------------------------

@@ -16,6 +16,7 @@ from hepzoo.datasets.jets import antikt_jets
 from hepzoo.datasets.loader import element_features
 from hepzoo.datasets.ragged import DEFAULT_BUCKETS, group_by_bucket, pad
 from hepzoo.datasets.schema import TargetClass
+from hepzoo.models.mlpf_decode import CHARGE_CLASSES, REGRESSION_FEATURES, decode_candidates
 
 from .jets import binned_response, jet_response, summarize_response
 from .particles import efficiency_and_fake_rate, pf_particles, target_particles
@@ -57,26 +58,15 @@ def torch_predictor(model: torch.nn.Module, batch_size: int = 32, buckets: Seque
 def predict_candidates(
     model: torch.nn.Module, events: ak.Array, batch_size: int = 32, buckets: Sequence[int] = DEFAULT_BUCKETS
 ) -> ak.Array:
-    """MLPF candidates per event (records cls, charge, pt, eta, phi, e), empty slots removed, event order kept."""
+    """MLPF candidates per event (records cls, charge, pt, eta, phi, e), empty slots removed, event order kept:
+    the MLPF decoder (:func:`hepzoo.models.mlpf_decode.decode_candidates`, as the runtime's) on the outputs."""
     features, offsets = element_features(events)
-    counts = np.diff(offsets)
     out = torch_predictor(model, batch_size, buckets)(features, offsets)
     if out["cls_logits"] is None:  # no elements at all
-        out = {"cls_logits": np.zeros((0, 1), np.float32), "charge_logits": np.zeros((0, 3), np.float32),
-               "regression": np.zeros((0, 5), np.float32)}  # fmt: skip
-    cls = out["cls_logits"].argmax(-1).astype(np.int32)
-    charge = (out["charge_logits"].argmax(-1) - 1).astype(np.int32)
-    pt, eta, sin_phi, cos_phi, energy = out["regression"].T
-    fields = {
-        "cls": cls,
-        "charge": charge,
-        "pt": pt,
-        "eta": eta,
-        "phi": np.arctan2(sin_phi, cos_phi).astype(np.float32),
-        "e": energy,
-    }
-    candidates = ak.zip({k: ak.unflatten(v, counts) for k, v in fields.items()})
-    return candidates[candidates.cls != int(TargetClass.NONE)]
+        out = {"cls_logits": np.zeros((0, len(TargetClass)), np.float32),
+               "charge_logits": np.zeros((0, len(CHARGE_CLASSES)), np.float32),
+               "regression": np.zeros((0, len(REGRESSION_FEATURES)), np.float32)}  # fmt: skip
+    return decode_candidates(out, offsets)
 
 
 def reconstruction_metrics(events: ak.Array, candidates: ak.Array) -> dict:
@@ -100,6 +90,11 @@ def compare_with_baseline(model: torch.nn.Module, events: ak.Array, batch_size: 
         "pf": reconstruction_metrics(events, pf_particles(events)),
         "n_events": len(events),
     }
+
+
+def release_metrics(model: torch.nn.Module, config: dict, events: ak.Array, **_: object) -> dict:
+    """``hepzoo zoo release``: the trained model next to the rule-based PF on the held-out ``events``."""
+    return compare_with_baseline(model, events)
 
 
 def format_comparison(result: dict) -> str:

@@ -20,7 +20,10 @@ import numpy as np
 
 from hepzoo.datasets.atomic import write_bytes_atomic
 
-__all__ = ["Section", "mlpf_plots", "flashsim_plots", "build_sections", "write_markdown", "write_html"]
+__all__ = [
+    "Section", "mlpf_plots", "mlpf_sections", "flashsim_plots", "flashsim_sections", "build_sections", "write_markdown",
+    "write_html",
+]  # fmt: skip
 
 CLASS_LABELS = {
     "CHARGED_HADRON": "Charged hadrons",
@@ -106,8 +109,11 @@ def _centers(edges: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
 # ---- MLPF plots ---------------------------------------------------------------------------------------------
 
 
-def mlpf_plots(metrics: Mapping[str, Any], arrays: Mapping[str, Any], out: Path, rlabel: str) -> dict[str, str]:
-    """Efficiency and fake rate vs pT and eta, particle, jet and MET response: MLPF next to the PF baseline."""
+def mlpf_plots(
+    metrics: Mapping[str, Any], arrays: Mapping[str, Any], out: Path, rlabel: str, limits: Mapping[str, float] | None = None
+) -> dict[str, str]:
+    """Efficiency and fake rate vs pT and eta, particle, jet and MET response: MLPF next to the PF baseline.
+    ``limits`` (gate limits by metric name) are not drawn on these plots."""
     plt, mplhep = _pyplot()
     files: dict[str, str] = {}
     classes = list(metrics["mlpf"]["particles"])
@@ -322,7 +328,7 @@ def _gate_section(metrics: Mapping[str, Any]) -> Section:
     return Section("Gate", text, ["metric", "measured", "entries", "threshold", "release", "status"], rows, [c["status"] for c in order])
 
 
-def _mlpf_sections(metrics: Mapping[str, Any], images: Mapping[str, str]) -> list[Section]:
+def mlpf_sections(metrics: Mapping[str, Any], images: Mapping[str, str]) -> list[Section]:
     m, p = metrics["mlpf"]["mlpf"], metrics["mlpf"]["pf"]
     rows = []
     for cls in m["particles"]:
@@ -375,7 +381,7 @@ def _mlpf_sections(metrics: Mapping[str, Any], images: Mapping[str, str]) -> lis
     return [particles, jets, met]
 
 
-def _flashsim_sections(metrics: Mapping[str, Any], images: Mapping[str, str]) -> list[Section]:
+def flashsim_sections(metrics: Mapping[str, Any], images: Mapping[str, str]) -> list[Section]:
     r = metrics["flashsim"]
     rows = []
     for name, v in r["variables"].items():
@@ -407,8 +413,10 @@ def _flashsim_sections(metrics: Mapping[str, Any], images: Mapping[str, str]) ->
 
 
 def build_sections(metrics: Mapping[str, Any], images: Mapping[str, str]) -> list[Section]:
-    """The report's sections: gate first, then the family's physics tables and plots."""
-    body = _mlpf_sections(metrics, images) if metrics["family"] == "mlpf" else _flashsim_sections(metrics, images)
+    """The report's sections: gate first, then the family's physics tables and plots (its ``sections`` hook)."""
+    from hepzoo.models.families import get_family
+
+    body = get_family(metrics["family"]).validation.sections(metrics, images)
     return [_gate_section(metrics), *body]
 
 

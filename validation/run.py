@@ -19,6 +19,8 @@ from typing import Any
 
 import awkward as ak
 
+from hepzoo.datasets.atomic import write_text_atomic
+
 from .gate import N_SIGMA, Check, Thresholds, check, derive_thresholds
 
 __all__ = ["ValidationResult", "measure", "set_thresholds", "validate"]
@@ -75,21 +77,12 @@ def measure(session: Any, events: ak.Array, seed: int = DEFAULT_SEED) -> tuple[d
     """JSON-able metrics (the caller adds the sample description) and the arrays the plots need."""
     from .fidelity import _json
 
-    family = session.card.family
+    family = session.family
     with _torch_threads(1):
-        if family == "mlpf":
-            from .mlpf import compare_runtime_with_baseline
-
-            result, arrays = compare_runtime_with_baseline(session, events, seed=seed)
-        elif family == "flashsim":
-            from .flashsim import evaluate_runtime
-
-            result, arrays = evaluate_runtime(session, events, seed=seed)
-        else:  # pragma: no cover - the card schema allows only these two
-            raise ValueError(f"{session.card.name}: no validation for family {family!r}")
+        result, arrays = family.validation.measure(session, events, seed=seed)  # hepzoo.validation.families
     card = session.card
     metrics = {
-        "family": family,
+        "family": family.name,
         "model": {
             "name": card.name,
             "version": card.version,
@@ -99,7 +92,7 @@ def measure(session: Any, events: ak.Array, seed: int = DEFAULT_SEED) -> tuple[d
             "backend": session.backend_name,
         },
         "seed": seed,
-        family: result,
+        family.name: result,
     }
     return _json(metrics), arrays
 
@@ -110,16 +103,16 @@ def _write_json(path: Path, data: Any) -> None:
 
 def write_outputs(metrics: dict[str, Any], arrays: dict, out: Path) -> None:
     """``metrics.json``, the PNG plots, ``report.md`` and the self-contained ``report.html`` into ``out``."""
+    from hepzoo.models.families import get_family
+
     from . import report
 
     out.mkdir(parents=True, exist_ok=True)
     rlabel = f"{metrics['model']['name']} {metrics['model']['version']}, {metrics['data']['n_events']} events"
-    if metrics["family"] == "mlpf":
-        images = report.mlpf_plots(metrics["mlpf"], arrays, out, rlabel)
-    else:
-        checks = (metrics.get("gate") or {}).get("checks") or []
-        limits = {c["metric"]: c["limit"] for c in checks if c["limit"] is not None}
-        images = report.flashsim_plots(metrics["flashsim"], arrays, out, rlabel, limits)
+    family = get_family(metrics["family"])
+    checks = (metrics.get("gate") or {}).get("checks") or []
+    limits = {c["metric"]: c["limit"] for c in checks if c["limit"] is not None}
+    images = family.validation.plots(metrics[family.name], arrays, out, rlabel, limits)
     sections = report.build_sections(metrics, images)
     report.write_markdown(metrics, sections, out / "report.md")
     report.write_html(metrics, sections, out, out / "report.html")
