@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from hepzoo.models.families import get_family
+
 __all__ = ["end_to_end"]
 
 
@@ -55,7 +57,7 @@ def end_to_end(
 
     torch.set_num_threads(threads)
     session = Session.load(model, backend=backend, intra_op_threads=threads)
-    generative = session.card.family == "flashsim"
+    generative = get_family(session.card.family).generative
     run_kw: dict[str, Any] = {"seed": seed} if generative else {}
     collections = runfile.input_collections(session)
     collection = runfile.output_collection(session)

@@ -43,13 +43,14 @@ from hepzoo.benchmarks.points import (
     Point,
 )
 from hepzoo.benchmarks.results import SCHEMA, write_json_atomic
+from hepzoo.models.families import get_family
 
 __all__ = ["predict", "resolve_backends", "resolve_models", "run_benchmarks"]
 
 
 def _sizes(family: str, quick: bool) -> list[tuple[str, int, int | None]]:
     """(kind, batch, elements) in increasing cost."""
-    if family == "flashsim":
+    if not get_family(family).elements:
         return [("batch", b, None) for b in FLASHSIM_BATCHES]
     elements = QUICK_MLPF_ELEMENTS if quick else MLPF_ELEMENTS
     return [("elements", 1, n) for n in elements] + [("batched", MLPF_BATCHED[0], MLPF_BATCHED[1])]
@@ -78,7 +79,7 @@ def _parity(card: Any, onnx_path: Path, model: Any, spec: Any, backend: str, thr
 
     from hepzoo.runtime import create_backend
 
-    batch, n = (100, 0) if card.family == "flashsim" else (2, 256)
+    batch, n = (2, 256) if get_family(card.family).elements else (100, 0)
     inputs = spec.make_inputs(batch, n, 0)
     with torch.inference_mode():
         ref = model(*(inputs[name] for name in spec.input_names))
@@ -108,7 +109,7 @@ def _implementations(
     family: str, backends: Sequence[str], reference_ok: bool
 ) -> list[tuple[str, str]]:
     impls = [(HEPZOO, b) for b in backends if b != PARTICLEFLOW]
-    if family == "mlpf" and PARTICLEFLOW in backends and reference_ok:
+    if get_family(family).reference_implementation == PARTICLEFLOW and PARTICLEFLOW in backends and reference_ok:
         impls.append((PARTICLEFLOW, TORCH_EAGER))
     return impls
 
@@ -212,7 +213,7 @@ def run_benchmarks(
             cfg = release.config["model"]
             spec = get_spec(cfg["name"])
             family = card.family
-            if family == "mlpf" and ref_ok and PARTICLEFLOW in names:
+            if get_family(family).reference_implementation == PARTICLEFLOW and ref_ok and PARTICLEFLOW in names:
                 results["reference"]["models"][release.name] = reference.reference_config(
                     cfg["name"], cfg.get("kwargs", {})
                 )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hepzoo.datasets.atomic import atomic_output, write_text_atomic
+from hepzoo.models.families import FLASHSIM, MLPF, families, get_family
 
 __all__ = [
     "BEGIN",
@@ -34,6 +35,7 @@ BEGIN = "<!-- runtime-benchmark:begin -->"
 END = "<!-- runtime-benchmark:end -->"
 PLOT_MLPF = "runtime_mlpf_scaling.png"
 PLOT_FLASHSIM = "runtime_flashsim_throughput.png"
+_PLOTS = {MLPF: PLOT_MLPF, FLASHSIM: PLOT_FLASHSIM}  # one figure per family
 DASH = "—"
 _REFERENCE_LABEL = "particleflow (torch-eager)"
 
@@ -72,7 +74,7 @@ def _pct(fraction: float | None) -> str:
 
 
 def _size(rec: Mapping[str, Any]) -> str:
-    if rec["family"] == "flashsim":
+    if not get_family(rec["family"]).elements:
         return str(rec["batch"])
     return str(rec["n_elements"]) if rec["kind"] == "elements" else f"{rec['batch']} x {rec['n_elements']}"
 
@@ -94,7 +96,7 @@ def scaling_exponents(results: Mapping[str, Any], min_elements: int = 1024) -> l
     for model, records in _by_model(results).items():
         series: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for r in _ok(records):
-            if r["family"] == "mlpf" and r["kind"] == "elements" and r["n_elements"] >= min_elements:
+            if get_family(r["family"]).elements and r["kind"] == "elements" and r["n_elements"] >= min_elements:
                 series[r["label"]].append((r["n_elements"], r["mean_s"]))
         for label, pts in series.items():
             if len(pts) < 2:
@@ -114,7 +116,8 @@ def ratio_table(results: Mapping[str, Any], family: str) -> tuple[list[str], lis
     header: list[str] = []
     rows: list[list[str]] = []
     reference = "torch-eager"
-    if family == "mlpf" and any(r["label"] == _REFERENCE_LABEL and r["status"] == "ok" for r in results["records"]):
+    has_reference = get_family(family).reference_implementation is not None
+    if has_reference and any(r["label"] == _REFERENCE_LABEL and r["status"] == "ok" for r in results["records"]):
         reference = _REFERENCE_LABEL
     for model, records in _by_model(results).items():
         recs = [r for r in records if r["family"] == family]
@@ -141,7 +144,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int
 
 
 def _model_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    mlpf = records[0]["family"] == "mlpf"
+    mlpf = get_family(records[0]["family"]).elements  # element-aligned models: sizes are events x elements
     header = [
         "implementation / backend",
         "events x elements" if mlpf else "batch",
@@ -277,7 +280,8 @@ def render_section(results: Mapping[str, Any], links: Mapping[str, str] | None =
         )
     lines.append("")
 
-    for family, title in (("mlpf", "MLPF"), ("flashsim", "Flash-sim")):
+    for family in families():
+        title = family.label[:1].upper() + family.label[1:]
         header, rows, reference = ratio_table(results, family)
         if not rows:
             continue
@@ -286,7 +290,7 @@ def render_section(results: Mapping[str, Any], links: Mapping[str, str] | None =
             f"### {title}: throughput ratio, implementation / {ref_name}",
             "",
             "Same inputs, same run; > 1 means faster than the reference. Columns: "
-            + ("elements in one event per call, then events x elements of the batched point." if family == "mlpf" else "objects per call."),
+            + ("elements in one event per call, then events x elements of the batched point." if family.elements else "objects per call."),
             "",
             *_table(header, rows, right_from=2),
             "",
@@ -337,7 +341,7 @@ def make_plots(results: Mapping[str, Any], plot_dir: str | os.PathLike, prefix: 
     out: dict[str, Path] = {}
     by_model = _by_model(results)
     title = f"{results['machine']['cpu']}, {results['settings']['threads']} thread(s)"
-    for family, name in (("mlpf", PLOT_MLPF), ("flashsim", PLOT_FLASHSIM)):
+    for family, name in _PLOTS.items():
         models = [m for m, recs in by_model.items() if recs[0]["family"] == family and _ok(recs)]
         if not models:
             continue
@@ -347,12 +351,12 @@ def make_plots(results: Mapping[str, Any], plot_dir: str | os.PathLike, prefix: 
             for label in dict.fromkeys(r["label"] for r in recs):
                 pts = sorted((r["n_elements"] or r["batch"], r) for r in recs if r["label"] == label)
                 x = np.array([p[0] for p in pts], dtype=float)
-                if family == "mlpf":
+                if family.elements:
                     y = np.array([p[1]["mean_s"] for p in pts])
                 else:
                     y = np.array([p[1]["objects_per_s"] for p in pts])
                 ax.plot(x, y, marker="o", label=label)
-            if family == "mlpf" and recs:
+            if family.elements and recs:
                 x0 = min(r["n_elements"] for r in recs)
                 y0 = min(r["mean_s"] for r in recs if r["n_elements"] == x0)
                 xs = np.array(sorted({r["n_elements"] for r in recs}), dtype=float)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hepzoo.datasets.atomic import write_text_atomic
+from hepzoo.models.families import get_family
 
 __all__ = ["SCHEMA", "load_results", "validate_results", "write_json_atomic"]
 
@@ -68,8 +69,8 @@ def validate_results(results: Mapping[str, Any]) -> None:
             raise ValueError(f"records[{i}]: status {rec['status']!r}")
         if rec["status"] != "ok" and not rec.get("reason"):
             raise ValueError(f"records[{i}]: a {rec['status']} record needs a reason")
-        if rec["family"] == "mlpf" and not isinstance(rec.get("n_elements"), int):
-            raise ValueError(f"records[{i}]: an MLPF record needs n_elements")
+        if get_family(rec["family"]).elements and not isinstance(rec.get("n_elements"), int):
+            raise ValueError(f"records[{i}]: a record of an element-input family ({rec['family']}) needs n_elements")
         if rec["status"] == "ok" and not rec["p50_s"] <= rec["p99_s"]:
             raise ValueError(f"records[{i}]: p50 {rec['p50_s']} > p99 {rec['p99_s']}")
 

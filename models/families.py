@@ -166,6 +166,7 @@ class Family(str):
     training_task: Ref
     training_metrics: Ref | None
     validation: Ref
+    reference_implementation: str | None
 
     def __new__(
         cls,
@@ -187,6 +188,7 @@ class Family(str):
         encode: str | Ref | None = None,
         decode: str | Ref | None = None,
         training_metrics: str | Ref | None = None,
+        reference_implementation: str | None = None,
     ) -> Family:
         self = super().__new__(cls, name)
         kinds = tuple(kinds)
@@ -211,6 +213,7 @@ class Family(str):
             "training_task": _ref(training_task),
             "training_metrics": _ref(training_metrics),
             "validation": _ref(validation),
+            "reference_implementation": reference_implementation,
         }
         for key, value in attrs.items():
             object.__setattr__(self, key, value)
@@ -295,6 +298,7 @@ MLPF = register_family(
         training_task="hepzoo.training.tasks:MLPFTask",
         training_metrics="hepzoo.training.tune:physics_metrics",
         validation="hepzoo.validation.families:MLPF_VALIDATION",
+        reference_implementation="particleflow",  # what `hepzoo bench` compares the family's releases with
         preprocessing=(
             "none outside the graph: feed raw physical element features in schema.ElementFeature order "
             "(tracks then clusters) with a bool padding mask; the fixed input transform (log/asinh/scale per "
