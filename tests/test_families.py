@@ -155,11 +155,11 @@ def test_every_flashsim_model_reads_the_context_of_one_kind():
 
 
 def test_references_resolve_to_the_implementations():
-    from hepzoo.training import tasks, tune
+    from hepzoo.training import tasks
     from hepzoo.validation import flashsim, gate, mlpf, report
 
     assert MLPF.training_task.resolve() is tasks.MLPFTask and FLASHSIM.training_task.resolve() is tasks.FlashSimTask
-    assert MLPF.training_metrics.resolve() is tune.physics_metrics and FLASHSIM.training_metrics is None
+    assert MLPF.training_metrics.resolve() is mlpf.physics_metrics and FLASHSIM.training_metrics is None
     assert MLPF.validation.measure.resolve() is mlpf.compare_runtime_with_baseline
     assert FLASHSIM.validation.measure.resolve() is flashsim.evaluate_runtime
     assert (MLPF.validation.quantities.resolve(), FLASHSIM.validation.quantities.resolve()) == (

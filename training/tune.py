@@ -4,7 +4,7 @@ Each trial is the normal training loop (:func:`hepzoo.training.loop.train`) on t
 trial's values applied as ``--set``-style overrides. After every epoch the trial reports through
 ``ray.tune.report``: ``val_loss`` (the validation ``total``), every validation component as ``val_<name>``
 (flash-sim: ``val_nll``, ``val_eff``), for MLPF models the jet figures of
-:func:`hepzoo.validation.mlpf.reconstruction_metrics` on the first ``physics_events`` validation events
+:func:`hepzoo.validation.mlpf.physics_metrics` (the family's ``training_metrics``) on the first ``physics_events`` validation events
 (``jet_iqr_over_median``, ``jet_response_median``, ``jet_matching_efficiency``), the trial's ``seed``, and the
 epoch's training checkpoint as a Ray checkpoint. ASHA stops poor trials at its rungs; TPE proposes new values.
 
@@ -33,7 +33,6 @@ records it); the TPE sampler is seeded with ``search_seed``.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io as _io
 import json
@@ -56,7 +55,6 @@ __all__ = [
     "TuneOptions",
     "load_space",
     "trial_config",
-    "physics_metrics",
     "run_search",
     "results_rows",
 ]
@@ -270,26 +268,6 @@ def read_first_events(paths: Sequence[str], n: int) -> Any:
     if not parts:
         raise ValueError(f"no validation events in {list(paths)}")
     return ak.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def physics_metrics(model: Any, events: Any, buckets: Sequence[int], batch_size: int = 32) -> dict[str, float]:
-    """MLPF jet figures on ``events``: inclusive IQR/median and median of the reco/gen jet pT response, and the
-    generator-jet matching efficiency (``hepzoo.validation.mlpf``). The model's train/eval mode is kept; a model
-    on a GPU is evaluated on a CPU copy (the prediction helper feeds CPU tensors)."""
-    from hepzoo.validation.mlpf import predict_candidates, reconstruction_metrics
-
-    was_training = model.training
-    param = next(model.parameters(), None)
-    net = model if param is None or param.device.type == "cpu" else copy.deepcopy(model).cpu()
-    try:
-        jets = reconstruction_metrics(events, predict_candidates(net, events, batch_size, buckets))["jets"]
-    finally:
-        model.train(was_training)
-    return {
-        "jet_iqr_over_median": float(jets["inclusive"]["iqr_over_median"]),
-        "jet_response_median": float(jets["inclusive"]["median"]),
-        "jet_matching_efficiency": float(jets["matching_efficiency"]),
-    }
 
 
 # ---- one trial ----------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ validation of the runtime calls the same metric functions on the runtime's outpu
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -204,3 +206,21 @@ def compare_runtime_with_baseline(session, events: ak.Array, seed: int = 0) -> t
     mlpf, mlpf_arrays = validation_metrics(events, candidates, seed)
     pf, pf_arrays = validation_metrics(events, pf_particles(events), seed)
     return {"mlpf": mlpf, "pf": pf, "n_events": len(events)}, {"mlpf": mlpf_arrays, "pf": pf_arrays}
+
+
+def physics_metrics(model: Any, events: Any, buckets: Sequence[int], batch_size: int = 32) -> dict[str, float]:
+    """MLPF jet figures on ``events``: inclusive IQR/median and median of the reco/gen jet pT response, and the
+    generator-jet matching efficiency; what ``hepzoo tune`` reports per epoch (``Family.training_metrics``). The model's train/eval mode is kept; a model
+    on a GPU is evaluated on a CPU copy (the prediction helper feeds CPU tensors)."""
+    was_training = model.training
+    param = next(model.parameters(), None)
+    net = model if param is None or param.device.type == "cpu" else copy.deepcopy(model).cpu()
+    try:
+        jets = reconstruction_metrics(events, predict_candidates(net, events, batch_size, buckets))["jets"]
+    finally:
+        model.train(was_training)
+    return {
+        "jet_iqr_over_median": float(jets["inclusive"]["iqr_over_median"]),
+        "jet_response_median": float(jets["inclusive"]["median"]),
+        "jet_matching_efficiency": float(jets["matching_efficiency"]),
+    }
