@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from hepzoo.datasets import io, schema
-from hepzoo.datasets.loader import _shard
+from hepzoo.datasets.loader import consumer_shard
 
 __all__ = [
     "JetContext",
@@ -451,7 +451,7 @@ class FlashSimDataset(torch.utils.data.IterableDataset):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        me, n_consumers = _shard()
+        me, n_consumers = consumer_shard()
         units = list(self.units)
         rng = None
         if self.shuffle:

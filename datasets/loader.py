@@ -219,7 +219,7 @@ def chunk_to_batches(
         yield _batch(x, cls, reg, off, idx, size, event_ids)
 
 
-def _shard() -> tuple[int, int]:
+def consumer_shard() -> tuple[int, int]:
     """(index, count) of this consumer across DDP ranks x DataLoader workers."""
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -268,7 +268,7 @@ class MLPFDataset(torch.utils.data.IterableDataset):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        me, n = _shard()
+        me, n = consumer_shard()
         units = list(self.units)
         rng = None
         if self.shuffle:

@@ -242,13 +242,13 @@ def efficiency_curve(values: Any, passed: Any, edges: Sequence[float]) -> tuple[
 # ---- report ---------------------------------------------------------------------------------------------------
 
 
-def _json(x: Any) -> Any:
+def plain_json(x: Any) -> Any:
     """Plain JSON data: arrays to lists, numpy scalars to Python, NaN/inf to None."""
     if isinstance(x, Mapping):
-        return {str(k): _json(v) for k, v in x.items()}
+        return {str(k): plain_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, np.ndarray)):
-        return [_json(v) for v in np.asarray(x, dtype=object).tolist()] if isinstance(x, np.ndarray) else [
-            _json(v) for v in x
+        return [plain_json(v) for v in np.asarray(x, dtype=object).tolist()] if isinstance(x, np.ndarray) else [
+            plain_json(v) for v in x
         ]
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
@@ -370,4 +370,4 @@ def fidelity_report(
                     eff, err = efficiency_curve(per[k][var], s["matched"].astype(np.float64), edges)
                     entry[k] = {"efficiency": eff, "uncertainty": err}
             report["efficiency"][var] = entry
-    return _json(report)
+    return plain_json(report)

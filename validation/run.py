@@ -75,7 +75,7 @@ def load_data(data: Sequence[str | os.PathLike], max_events: int = 0) -> tuple[a
 
 def measure(session: Any, events: ak.Array, seed: int = DEFAULT_SEED) -> tuple[dict, dict]:
     """JSON-able metrics (the caller adds the sample description) and the arrays the plots need."""
-    from .fidelity import _json
+    from .fidelity import plain_json
 
     family = session.family
     with _torch_threads(1):
@@ -94,7 +94,7 @@ def measure(session: Any, events: ak.Array, seed: int = DEFAULT_SEED) -> tuple[d
         "seed": seed,
         family.name: result,
     }
-    return _json(metrics), arrays
+    return plain_json(metrics), arrays
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -160,9 +160,9 @@ def validate(
         }
     else:
         metrics["gate"] = {"message": f"{session.card.name} {session.card.version} has no thresholds: not gated."}
-    from .fidelity import _json
+    from .fidelity import plain_json
 
-    metrics = _json(metrics)
+    metrics = plain_json(metrics)
     if out is not None:
         write_outputs(metrics, arrays, Path(out))
     return ValidationResult(metrics, checks, Path(out) if out is not None else None)
