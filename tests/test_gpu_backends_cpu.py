@@ -30,11 +30,11 @@ from hepzoo.runtime import OnnxRuntimeCPUBackend, Session, available_backends, c
 from hepzoo.runtime import backends as backends_mod
 from hepzoo.runtime.backends import BackendUnavailable
 from hepzoo.runtime.ort_cuda_backend import OnnxRuntimeCUDABackend
+from hepzoo.datasets.atomic import write_bytes_atomic
 from hepzoo.runtime.tensorrt_backend import (
     Profile,
     TensorRTBackend,
     _probe_inputs,
-    _write_atomic,
     build_profiles,
     engine_cache_key,
     engine_cache_path,
@@ -356,7 +356,7 @@ def test_engine_cache_key_and_path(tmp_path, monkeypatch):
     monkeypatch.delenv("HEPZOO_TRT_CACHE")
     assert engine_cache_path("m", "fp32", key).parent == Path.home() / ".cache" / "hepzoo" / "tensorrt"
     target = tmp_path / "deep" / "e.engine"
-    _write_atomic(target, b"engine bytes")
+    write_bytes_atomic(target, b"engine bytes")  # the writer the engine cache uses
     assert target.read_bytes() == b"engine bytes" and [p.name for p in target.parent.iterdir()] == ["e.engine"]
 
 
