@@ -39,6 +39,7 @@ import numpy as np
 import uproot
 
 from hepzoo.datasets import schema
+from hepzoo.datasets.chunks import collection_layout, make_chunk
 from hepzoo.datasets.dtypes import SchemaError, branch_dtype, cast_flat, dtype_ok, first_violation
 from hepzoo.datasets.layouts import missing_tree_message
 from hepzoo.datasets.mapped import build_mapped, plan_mapped
@@ -55,27 +56,6 @@ META_KEY = "hepzoo_meta"  # TObjString with a JSON object written by EventWriter
 # packing
 
 
-def _collection_layout(flats: dict[str, np.ndarray], counts: np.ndarray) -> ak.contents.ListOffsetArray:
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    content = ak.contents.RecordArray(
-        [ak.contents.NumpyArray(np.ascontiguousarray(v)) for v in flats.values()],
-        list(flats),
-        length=int(offsets[-1]),
-    )
-    return ak.contents.ListOffsetArray(ak.index.Index64(offsets), content)
-
-
-def _make_chunk(
-    scalars: dict[str, np.ndarray], collections: dict[str, ak.contents.Content], length: int
-) -> ak.Array:
-    fields = [k for k in schema.EVENT_SCALARS if k in scalars] + [p for p in schema.COLLECTIONS if p in collections]
-    contents = [
-        ak.contents.NumpyArray(np.ascontiguousarray(scalars[k])) if k in scalars else collections[k] for k in fields
-    ]
-    return ak.Array(ak.contents.RecordArray(contents, fields, length=length))
-
-
 def events_to_awkward(events: Sequence[Event]) -> ak.Array:
     """Pack per-event dicts (schema branch names -> flat arrays / scalars) into one awkward chunk.
 
@@ -86,10 +66,10 @@ def events_to_awkward(events: Sequence[Event]) -> ak.Array:
     """
     n = len(events)
     if n == 0:
-        return _make_chunk(
+        return make_chunk(
             {k: np.zeros(0, dt) for k, dt in schema.EVENT_SCALARS.items()},
             {
-                p: _collection_layout({f.name: np.zeros(0, f.dtype) for f in c.fields}, np.zeros(0, np.int64))
+                p: collection_layout({f.name: np.zeros(0, f.dtype) for f in c.fields}, np.zeros(0, np.int64))
                 for p, c in schema.COLLECTIONS.items()
             },
             0,
@@ -131,8 +111,8 @@ def events_to_awkward(events: Sequence[Event]) -> ak.Array:
                 )
             flats[f.name] = np.concatenate(parts).astype(f.dtype, copy=False) if parts else np.zeros(0, f.dtype)
         assert counts is not None
-        colls[p] = _collection_layout(flats, counts)
-    return _make_chunk(scalars, colls, n)
+        colls[p] = collection_layout(flats, counts)
+    return make_chunk(scalars, colls, n)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -442,8 +422,8 @@ class _FileReader:
                 )
                 for f in coll.fields
             }
-            colls[p] = _collection_layout(flats, c)
-        return _make_chunk(scalars, colls, length)
+            colls[p] = collection_layout(flats, c)
+        return make_chunk(scalars, colls, length)
 
     def _build_mapped(self, arrays: dict[str, ak.Array], start: int) -> ak.Array:
         return build_mapped(self, arrays, start)

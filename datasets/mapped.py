@@ -20,6 +20,7 @@ import awkward as ak
 import numpy as np
 
 from hepzoo.datasets import schema
+from hepzoo.datasets.chunks import collection_layout, make_chunk
 from hepzoo.datasets.dtypes import SchemaError, cast_flat, dtype_ok
 from hepzoo.datasets.mapping import SCALAR_DEFAULTS, CollectionMapping, ComputedCollection, Derived
 
@@ -113,8 +114,6 @@ def _label(src: Any) -> str:
 
 def build_mapped(reader: Any, arrays: dict[str, ak.Array], start: int) -> ak.Array:
     """One chunk of the schema layout from the source ``arrays`` of entries ``start...`` (see the module)."""
-    from hepzoo.datasets.io import _collection_layout, _make_chunk
-
     m, path = reader.mapping, reader.path
     length = len(next(iter(arrays.values())))
     scalars: dict[str, np.ndarray] = {}
@@ -164,5 +163,5 @@ def build_mapped(reader: Any, arrays: dict[str, ak.Array], start: int) -> ak.Arr
                 flats[f.name] = cast_flat(flat, np.dtype(f.dtype), path, labels[f.name], lambda i: start + int(ev_of[i]))
             else:
                 flats[f.name] = np.full(int(c.sum()), source.defaults[f.name], dtype=f.dtype)
-        colls[p] = _collection_layout(flats, c)
-    return _make_chunk(scalars, colls, length)
+        colls[p] = collection_layout(flats, c)
+    return make_chunk(scalars, colls, length)

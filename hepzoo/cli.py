@@ -230,7 +230,8 @@ def run_model(
 
     mapping = layout_mapping("delphes" if delphes else layout)  # an unknown layout: one line, before anything
     from hepzoo.runtime import Session
-    from hepzoo.runtime.runfile import run_files, run_files_dask
+    from hepzoo.runtime.runfile import run_files
+    from hepzoo.runtime.runfile_dask import run_files_dask
     with terminate_on_signals():  # SIGTERM/SIGHUP: the temporary output is removed, one line, exit 128 + signal
         session = Session.load(name, version=version, backend=backend, intra_op_threads=threads)
         typer.echo(f"{session.name} {session.version} on backend {session.backend_name}")

@@ -4,7 +4,8 @@
 the sha256 of ``model.onnx``, and picks a backend (``"auto"``: the best available).
 """
 
-from .backends import PRIORITY, Backend, OnnxRuntimeCPUBackend, available_backends, create_backend
+from .backends import PRIORITY, Backend, available_backends, create_backend
+from .backends.ort_cpu_backend import OnnxRuntimeCPUBackend
 from .numba import NumbaBackend
 from .session import Session, resolve_release_dir
 

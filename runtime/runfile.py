@@ -36,9 +36,9 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import awkward as ak
 import numpy as np
@@ -48,18 +48,39 @@ from hepzoo.datasets.atomic import remove_stale_temporaries
 from hepzoo.datasets.root_writer import ACTIVE_TEMPORARIES, AtomicTreeFile
 from hepzoo.datasets import io, schema
 from hepzoo.datasets.mapping import BranchMapping
+from hepzoo.export.card import ModelCard
+from hepzoo.models.families import Family, ObjectKind
 
 from .checks import bad_events, check_collections
 from .limits import EventTooLarge, check_file_sizes
-
-if TYPE_CHECKING:
-    from .session import Session
 
 __all__ = ["FileResult", "OUTPUT_TREE", "RUN_META_KEY", "output_path_for", "read_output", "read_run_record", "run_file", "run_files"]
 
 OUTPUT_TREE = "events"
 RUN_META_KEY = "hepzoo_run"
 DEFAULT_STEP = 1000
+
+
+class SessionLike(Protocol):
+    """What running files needs of a :class:`hepzoo.runtime.session.Session` (this module sits below the
+    session module, which calls it from ``Session.run_file``; it never imports it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def card(self) -> ModelCard: ...
+    @property
+    def family(self) -> Family: ...
+    @property
+    def objects(self) -> ObjectKind | Family: ...
+    @property
+    def backend_name(self) -> str: ...
+    @property
+    def max_elements(self) -> int | None: ...
+
+    def run(self, events: ak.Array, seed: int | None = None, first_entry: int = 0, **kwargs: Any) -> ak.Array: ...
 
 
 @dataclass
@@ -75,17 +96,17 @@ class FileResult:
     n_bad_skipped: int = 0  # events whose input broke the value policy, written with no objects (on_bad_event="skip")
 
 
-def output_collection(session: Session) -> str:
+def output_collection(session: SessionLike) -> str:
     """The collection of reconstructed objects in the output (``Session.objects``: the family or object kind)."""
     return session.objects.output_collection
 
 
-def input_collections(session: Session) -> tuple[str, ...]:
+def input_collections(session: SessionLike) -> tuple[str, ...]:
     """The input collections a model needs (only these are read)."""
     return tuple(session.objects.input_collections)
 
 
-def input_scalars(session: Session) -> tuple[str, ...]:
+def input_scalars(session: SessionLike) -> tuple[str, ...]:
     """The event scalars a model reads as features (checked against the value policy with its collections)."""
     return tuple(session.objects.input_scalars)
 
@@ -183,7 +204,7 @@ def _input_identity(path: Path, n_entries: int) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "entries": n_entries}
 
 
-def _run_record(session: Session, input_path: Path, n_entries: int, seed: int | None, on_bad_event: str) -> dict[str, Any]:
+def _run_record(session: SessionLike, input_path: Path, n_entries: int, seed: int | None, on_bad_event: str) -> dict[str, Any]:
     record = {
         "model": session.name,
         "version": session.version,
@@ -229,7 +250,7 @@ def _identifiers(chunk: ak.Array, first_entry: int) -> dict[str, np.ndarray]:
 
 
 def run_file(
-    session: Session,
+    session: SessionLike,
     input_path: str | os.PathLike,
     output: str | os.PathLike,
     *,
@@ -319,8 +340,8 @@ def run_file(
                       len(skipped))
 
 
-def _plan(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, session: Session,
+def plan_outputs(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, session: SessionLike,
     mapping: BranchMapping | None,
 ) -> tuple[list[tuple[Path, Path]], int]:
     """(input, output) pairs and the total number of events. Every input is validated (metadata of the
@@ -351,7 +372,7 @@ def _plan(
 
 
 def run_files(
-    session: Session,
+    session: SessionLike,
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
@@ -365,7 +386,7 @@ def run_files(
     """Run over every file matching ``inputs`` (paths or globs), one output per input (see :func:`output_path_for`)."""
     check_run_options(seed, step_size)
     check_on_bad_event(on_bad_event)
-    pairs, total = _plan(inputs, output, session, mapping)
+    pairs, total = plan_outputs(inputs, output, session, mapping)
     from tqdm import tqdm
 
     results = []
@@ -376,57 +397,3 @@ def run_files(
                          mapping=mapping, progress=bar, on_bad_event=on_bad_event)
             )
     return results
-
-
-def _run_one_on_worker(release: str, backend: str, input_path: str, output_path: str, options: dict) -> dict:
-    """Dask task: load the release in the worker process (sessions do not pickle) and run one file."""
-    from .session import Session
-
-    return asdict(run_file(Session.load(release, backend=backend), input_path, output_path, **options))
-
-
-def run_files_dask(
-    session: Session,
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
-    output: str | os.PathLike,
-    *,
-    scheduler: str | None = None,
-    n_workers: int | None = None,
-    seed: int | None = None,
-    step_size: int = DEFAULT_STEP,
-    overwrite: bool = False,
-    mapping: BranchMapping | None = None,
-    show_progress: bool = False,
-    on_bad_event: str = "error",
-) -> list[FileResult]:
-    """:func:`run_files` with one Dask task per input file, on ``scheduler`` (an address) or a local cluster.
-
-    Each task loads the release itself and writes its own output atomically, so the outputs are identical to a
-    single-process run (flash-sim noise is keyed by entry, not by worker).
-    """
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    check_run_options(seed, step_size)
-    check_on_bad_event(on_bad_event)
-    pairs, _ = _plan(inputs, output, session, mapping)
-    options = {"seed": seed, "step_size": step_size, "overwrite": overwrite, "mapping": mapping,
-               "on_bad_event": on_bad_event}  # cloudpickled
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=n_workers or min(len(pairs), os.cpu_count() or 1), threads_per_worker=1,
-                               processes=True, dashboard_address=None)
-    client = Client(cluster if cluster is not None else scheduler)
-    try:
-        futures = [
-            client.submit(_run_one_on_worker, str(session.folder), session.backend_name, str(i), str(o), options, pure=False)
-            for i, o in pairs
-        ]
-        from tqdm import tqdm
-
-        for _ in tqdm(as_completed(futures), total=len(futures), unit="file", disable=not show_progress):
-            pass
-        return [FileResult(**f.result()) for f in futures]
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()

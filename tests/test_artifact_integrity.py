@@ -18,7 +18,7 @@ from hepzoo.export.card import CARD, IntegrityError, load_card  # noqa: E402
 from hepzoo.export.zoo import list_releases  # noqa: E402
 from hepzoo.runtime import Session  # noqa: E402
 from hepzoo.runtime.backends import BackendUnavailable  # noqa: E402
-from hepzoo.runtime.torch_backend import TorchBackend  # noqa: E402
+from hepzoo.runtime.backends.torch_backend import TorchBackend  # noqa: E402
 
 RELEASES = [r for r in list_releases() if (r.path / CARD).is_file()]
 V1 = [r for r in RELEASES if r.version == "1"]

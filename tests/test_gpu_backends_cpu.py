@@ -29,9 +29,9 @@ from hepzoo.models import get_spec
 from hepzoo.runtime import OnnxRuntimeCPUBackend, Session, available_backends, create_backend
 from hepzoo.runtime import backends as backends_mod
 from hepzoo.runtime.backends import BackendUnavailable
-from hepzoo.runtime.ort_cuda_backend import OnnxRuntimeCUDABackend
+from hepzoo.runtime.backends.ort_cuda_backend import OnnxRuntimeCUDABackend
 from hepzoo.datasets.atomic import write_bytes_atomic
-from hepzoo.runtime.tensorrt_backend import (
+from hepzoo.runtime.backends.tensorrt_backend import (
     Profile,
     TensorRTBackend,
     _probe_inputs,
@@ -42,7 +42,7 @@ from hepzoo.runtime.tensorrt_backend import (
     tensorrt_available,
     tolerance_violation,
 )
-from hepzoo.runtime.torch_backend import TorchBackend
+from hepzoo.runtime.backends.torch_backend import TorchBackend
 
 RELEASES = [r for r in list_releases() if (r.path / "card.json").is_file()]
 # (batch, elements): batches that are not powers of two, element counts that are multiples of 64

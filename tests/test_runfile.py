@@ -16,7 +16,8 @@ from hepzoo.datasets import io  # noqa: E402
 from hepzoo.datasets.generate import GenerationConfig, generate  # noqa: E402
 from hepzoo.datasets.sources import SourceSpec  # noqa: E402
 from hepzoo.runtime import Session  # noqa: E402
-from hepzoo.runtime.runfile import read_output, read_run_record, run_files, run_files_dask  # noqa: E402
+from hepzoo.runtime.runfile import read_output, read_run_record, run_files  # noqa: E402
+from hepzoo.runtime.runfile_dask import run_files_dask  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

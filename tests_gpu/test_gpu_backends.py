@@ -21,7 +21,7 @@ from hepzoo.export.card import load_card  # noqa: E402
 from hepzoo.export.zoo import list_releases  # noqa: E402
 from hepzoo.models import get_spec  # noqa: E402
 from hepzoo.runtime import OnnxRuntimeCPUBackend, Session, available_backends  # noqa: E402
-from hepzoo.runtime.torch_backend import TorchBackend  # noqa: E402
+from hepzoo.runtime.backends.torch_backend import TorchBackend  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -105,7 +105,7 @@ def test_onnxruntime_cuda_matches_cpu(release):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (install onnxruntime-gpu)")
-    from hepzoo.runtime.ort_cuda_backend import OnnxRuntimeCUDABackend
+    from hepzoo.runtime.backends.ort_cuda_backend import OnnxRuntimeCUDABackend
 
     rel, card, reference = release
     backend = OnnxRuntimeCUDABackend(rel.path / card.onnx.file, disable_cpu_fallback=True)  # the GPU runs every node
@@ -118,7 +118,7 @@ def test_onnxruntime_cuda_matches_cpu(release):
 
 def test_tensorrt_matches_cpu(release, tmp_path):
     pytest.importorskip("tensorrt")
-    from hepzoo.runtime.tensorrt_backend import TensorRTBackend
+    from hepzoo.runtime.backends.tensorrt_backend import TensorRTBackend
 
     rel, card, reference = release
     backend = TensorRTBackend(rel.path / card.onnx.file, cache_dir=tmp_path)  # auto: FP16 only if it holds

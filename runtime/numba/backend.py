@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend
+from ..backends.base import Backend
 from .compile import compile_plan
 from .planner import plan_graph
 

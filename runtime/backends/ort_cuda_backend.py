@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, BackendUnavailable
+from .base import Backend, BackendUnavailable
 
 __all__ = ["OnnxRuntimeCUDABackend", "shared_session"]
 

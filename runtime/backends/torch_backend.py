@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import Backend, BackendUnavailable
+from .base import Backend, BackendUnavailable
 
 __all__ = ["TorchBackend", "load_release_model"]
 

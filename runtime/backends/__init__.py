@@ -1,27 +1,28 @@
-"""Inference backends behind :class:`hepzoo.runtime.Session` (DESIGN.md contract 4).
+"""Inference backends behind :class:`hepzoo.runtime.Session` (DESIGN.md contract 4): the registry and factory.
 
 A backend runs one exported graph: ``run({input name: array}) -> {output name: array}`` on host NumPy
 arrays, nothing else (padding, bucketing and noise are the session's job). ``backend="auto"`` picks the first
 available backend in :data:`PRIORITY` (tensorrt > onnxruntime-cuda > torch-cuda > onnxruntime-cpu > numba);
 ``onnxruntime-cpu`` and ``numba`` (the graph interpreted with Numba kernels, no ONNX Runtime) run anywhere;
-``tensorrt``, ``onnxruntime-cuda`` and ``torch-cuda`` (modules ``tensorrt_backend``, ``ort_cuda_backend``,
-``torch_backend``) only where their library sees a GPU.
+``tensorrt``, ``onnxruntime-cuda`` and ``torch-cuda`` only where their library sees a GPU.
+
+Layout: :mod:`.base` holds the interface (:class:`Backend`, :class:`BackendUnavailable`); one module per
+backend (:mod:`.ort_cpu_backend`, :mod:`.ort_cuda_backend`, :mod:`.tensorrt_backend`, :mod:`.torch_backend`,
+and :mod:`hepzoo.runtime.numba`) imports only :mod:`.base`; this module holds the registry (:data:`BACKENDS`)
+and :func:`create_backend`, and imports a backend module only when its backend is checked or created.
 """
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from .base import Backend, BackendUnavailable
 
 __all__ = [
     "PRIORITY",
     "Backend",
     "BackendUnavailable",
-    "OnnxRuntimeCPUBackend",
     "available_backends",
     "create_backend",
 ]
@@ -30,74 +31,18 @@ __all__ = [
 PRIORITY: tuple[str, ...] = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "numba")
 
 
-class Backend(abc.ABC):
-    """One loaded graph on one device. Subclasses set ``_inputs`` / ``_outputs`` (graph input and output
-    names in graph order: a list, or a dict keyed by name) when they load."""
-
-    name: str = "abstract"
-    _inputs: Sequence[str] | Mapping[str, Any] = ()
-    _outputs: Sequence[str] | Mapping[str, Any] = ()
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
-
-    @abc.abstractmethod
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Host arrays in (by graph input name), host arrays out (by graph output name)."""
-
-
-class BackendUnavailable(RuntimeError):
-    """An installed backend cannot serve this model (e.g. torch needs the release's ``weights.pt``, a GPU is
-    missing); ``auto`` then tries the next backend, an explicit request shows this error."""
-
-
-class OnnxRuntimeCPUBackend(Backend):
-    """ONNX Runtime, ``CPUExecutionProvider``; one intra-op and one inter-op thread by default
-    (the caller's framework owns threading)."""
-
-    name = "onnxruntime-cpu"
-
-    def __init__(self, onnx_path: str | Path, intra_op_threads: int = 1, inter_op_threads: int = 1):
-        import onnxruntime as ort
-
-        if intra_op_threads < 1 or inter_op_threads < 1:
-            raise ValueError(
-                f"thread counts must be >= 1, got intra_op_threads={intra_op_threads}, inter_op_threads={inter_op_threads}"
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(intra_op_threads)
-        options.inter_op_num_threads = int(inter_op_threads)
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 4  # fatal only: failures are raised (one line through the session), not logged
-        self.onnx_path = Path(onnx_path)
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
-        self._inputs = [i.name for i in self.session.get_inputs()]
-        self._outputs = [o.name for o in self.session.get_outputs()]
-
-    @property
-    def intra_op_threads(self) -> int:
-        return int(self.session.get_session_options().intra_op_num_threads)
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self._inputs if n not in inputs]
-        if missing:
-            raise ValueError(f"{self.onnx_path}: missing graph inputs {missing} (graph takes {self._inputs})")
-        feeds = {n: np.ascontiguousarray(inputs[n]) for n in self._inputs}
-        values = self.session.run(self._outputs, feeds)
-        return dict(zip(self._outputs, values, strict=True))
-
-
 def _onnxruntime_cpu_available() -> bool:
     try:
         import onnxruntime as ort
     except ImportError:
         return False
     return "CPUExecutionProvider" in ort.get_available_providers()
+
+
+def _onnxruntime_cpu_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+    from .ort_cpu_backend import OnnxRuntimeCPUBackend
+
+    return OnnxRuntimeCPUBackend(onnx_path, intra_op_threads=intra_op_threads)
 
 
 def _numba_available() -> bool:
@@ -110,7 +55,7 @@ def _numba_available() -> bool:
 
 
 def _numba_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
-    from .numba import NumbaBackend
+    from ..numba import NumbaBackend
 
     return NumbaBackend(onnx_path, intra_op_threads=intra_op_threads)
 
@@ -160,7 +105,7 @@ BACKENDS: dict[str, tuple[Callable[[], bool], Callable[..., Backend]]] = {
     "tensorrt": (_tensorrt_available, _tensorrt_backend),
     "onnxruntime-cuda": (_onnxruntime_cuda_available, _onnxruntime_cuda_backend),
     "torch-cuda": (_torch_cuda_available, _torch_cuda_backend),
-    "onnxruntime-cpu": (_onnxruntime_cpu_available, OnnxRuntimeCPUBackend),
+    "onnxruntime-cpu": (_onnxruntime_cpu_available, _onnxruntime_cpu_backend),
     "numba": (_numba_available, _numba_backend),
 }
 

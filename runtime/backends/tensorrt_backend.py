@@ -31,7 +31,7 @@ import numpy as np
 
 from hepzoo.datasets.atomic import write_bytes_atomic
 
-from .backends import Backend, BackendUnavailable
+from .base import Backend, BackendUnavailable
 
 __all__ = [
     "Profile",
@@ -242,7 +242,7 @@ class TensorRTBackend(Backend):
         path = engine_cache_path(self.card.name, "fp16", key, self._cache_dir).with_suffix(".probe.json")
         if path.is_file():
             return json.loads(path.read_text())
-        from .backends import OnnxRuntimeCPUBackend
+        from .ort_cpu_backend import OnnxRuntimeCPUBackend
 
         self._bind(self._engine(ident, "fp16"))
         probe = _probe_inputs(self.onnx_path.parent, self.card)
