@@ -1,4 +1,4 @@
-"""Ragged layout kernels (DESIGN.md contract 2): size buckets, pad, unpad, group-by-bucket.
+"""Ragged layout kernels (docs/ARCHITECTURE.md, contract 2): size buckets, pad, unpad, group-by-bucket.
 
 Jagged data moves as flat content ``[N, F]`` plus ``offsets`` ``int64[B+1]`` (awkward's ListOffsetArray
 layout; ``offsets[0]`` need not be 0, which allows slices of a larger flat array). Padding happens only at a

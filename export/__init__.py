@@ -1,1 +1,1 @@
-"""hepzoo.export: see DESIGN.md."""
+"""hepzoo.export: ONNX export with parity checks, model cards, zoo releases and Triton repositories (docs/ARCHITECTURE.md)."""

@@ -1,6 +1,6 @@
 """The model card (``card.json`` next to ``model.onnx``): a pydantic schema, and atomic load/write.
 
-Contract 3 of DESIGN.md. The card is the deployed artifact's description: interface (names, dtypes,
+Contract 3 of docs/ARCHITECTURE.md. The card is the deployed artifact's description: interface (names, dtypes,
 symbolic shapes, feature names in order, read from the :class:`~hepzoo.models.registry.ModelSpec`), what
 the graph does before and after the network, noise inputs of generative models, size buckets, training
 provenance, the sha256 of ``model.onnx`` and of every other file a backend loads (``files``: the torch

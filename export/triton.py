@@ -7,7 +7,7 @@ plus the card next to the config for provenance. The config is written from the 
   is Triton's batch dimension and is left out of ``dims``; other symbolic axes become ``-1``; a per-row scalar
   (shape ``[batch]``) is declared ``dims: [1]`` with ``reshape: { shape: [] }``, as Triton requires.
 * Dynamic batching with a bounded queue delay. Triton batches only requests whose tensors have the same
-  shape, so MLPF clients send the padded layout of DESIGN.md contract 2: each event's element rows padded to
+  shape, so MLPF clients send the padded layout of docs/ARCHITECTURE.md, contract 2: each event's element rows padded to
   one of the card's size buckets (listed in the config's ``parameters``) with the boolean ``mask``; requests
   in the same bucket are batched together. Ragged batching (``allow_ragged_batch``) is not used, because the
   exported graphs take padded ``[batch, elements, features]`` tensors, not flat ones.

@@ -1,4 +1,4 @@
-"""hepzoo.runtime: released models on inference backends (DESIGN.md contract 4).
+"""hepzoo.runtime: released models on inference backends (docs/ARCHITECTURE.md, contract 4).
 
 ``Session.load("mlpf-transformer")`` resolves a zoo name, version or release folder, verifies the card and
 the sha256 of ``model.onnx``, and picks a backend (``"auto"``: the best available).

@@ -1,6 +1,6 @@
 """``Session``: a released model (``zoo/<name>/<version>/``: ``card.json`` + ``model.onnx``) on a backend.
 
-DESIGN.md contract 4. MLPF models take ragged events (contract 2: flat element rows + offsets); the session
+docs/ARCHITECTURE.md, contract 4. MLPF models take ragged events (contract 2: flat element rows + offsets); the session
 groups events by the card's size buckets, pads each group with the Numba ``pad`` kernel, runs the backend
 and unpads, so outputs come back flat, aligned with the input rows, in the original event order.
 

@@ -1,4 +1,4 @@
-"""hepzoo.training: config, losses, loop, checkpoints and DDP for the MLPF and flash-sim models (see DESIGN.md).
+"""hepzoo.training: config, losses, loop, checkpoints and DDP for the MLPF and flash-sim models (see docs/ARCHITECTURE.md).
 
     from hepzoo.training import load_config, train
     result = train(load_config("configs/mlpf-gnnlsh.yaml", ["optim.lr=3e-4"]))

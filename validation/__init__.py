@@ -1,1 +1,1 @@
-"""hepzoo.validation: see DESIGN.md."""
+"""hepzoo.validation: physics metrics, the CI gate, reports, the demo, the MLPF diagnosis and working point (docs/ARCHITECTURE.md)."""

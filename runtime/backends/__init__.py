@@ -1,4 +1,4 @@
-"""Inference backends behind :class:`hepzoo.runtime.Session` (DESIGN.md contract 4): the registry and factory.
+"""Inference backends behind :class:`hepzoo.runtime.Session` (docs/ARCHITECTURE.md, contract 4): the registry and factory.
 
 A backend runs one exported graph: ``run({input name: array}) -> {output name: array}`` on host NumPy
 arrays, nothing else (padding, bucketing and noise are the session's job). ``backend="auto"`` picks the first
@@ -27,7 +27,7 @@ __all__ = [
     "create_backend",
 ]
 
-# the order ``auto`` tries, best first (DESIGN.md contract 4); names not in BACKENDS are not implemented yet
+# the order ``auto`` tries, best first (docs/ARCHITECTURE.md, contract 4); names not in BACKENDS are not implemented yet
 PRIORITY: tuple[str, ...] = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "numba")
 
 
