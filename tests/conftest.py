@@ -8,6 +8,7 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import pytest
+import uproot
 
 from hepzoo.datasets import io, schema
 
@@ -82,6 +83,68 @@ def _policy_events(counts_trk, counts_clu, seed=0):
     return events
 
 
+# ---- ROOT files written raw (layouts that break the schema, Delphes trees) -------------------------------
+
+
+def _write_raw(path, tree, arrays, **mktree_kw):
+    """Write arbitrary branches with uproot (for files that break the schema)."""
+    types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in arrays.items()}
+    with uproot.recreate(path) as f:
+        t = f.mktree(tree, types, **mktree_kw)
+        t.extend(arrays)
+
+
+def _schema_arrays(chunk: ak.Array, drop=(), override=None) -> dict:
+    """Arrays for write_raw in the schema layout, minus some branches, with some replaced."""
+    out = {k: ak.to_numpy(chunk[k]) for k in schema.EVENT_SCALARS}
+    for p, coll in schema.COLLECTIONS.items():
+        if p not in chunk.fields:
+            continue
+        out[p] = ak.zip({f: chunk[p][f] for f in coll.field_names if coll.branch(f) not in drop})
+    out.update(override or {})
+    return out
+
+
+def _delphes_file(path, n=6, seed=7, drop=(), physical=False):
+    """``physical``: momenta/energies >= 0 and track charges ±1 (what a model may run on)."""
+    rng = np.random.default_rng(seed)
+    cp, ct, cw = (rng.integers(0, 7, n) for _ in range(3))
+    cp[0] = 0
+
+    def jag(counts, values):
+        return ak.unflatten(np.asarray(values), counts)
+
+    def f4(counts):
+        return jag(counts, rng.normal(size=counts.sum()).astype(np.float32))
+
+    def i4(counts, lo, hi):
+        return jag(counts, rng.integers(lo, hi, counts.sum()).astype(np.int32))
+
+    particle = {
+        "PID": i4(cp, -250, 250), "Status": i4(cp, 1, 3), "IsPU": i4(cp, 0, 2), "Charge": i4(cp, -1, 2),
+        "PT": f4(cp), "Eta": f4(cp), "Phi": f4(cp), "E": f4(cp), "Mass": f4(cp),
+        "X": f4(cp), "Y": f4(cp), "Z": f4(cp),
+    }
+    track = {k: f4(ct) for k in ("PT", "Eta", "Phi", "P", "EtaOuter", "PhiOuter", "D0", "DZ")}
+    track["Charge"] = i4(ct, -1, 2)
+    tower = {k: f4(cw) for k in ("ET", "E", "Phi")}
+    if physical:
+        for coll, fields in ((particle, ("PT", "E")), (track, ("PT", "P")), (tower, ("ET", "E"))):
+            for name in fields:
+                coll[name] = abs(coll[name])
+        track["Charge"] = jag(ct, rng.choice(np.array([-1, 1], np.int32), ct.sum()))
+    tower["Eta"] = jag(cw, rng.uniform(-5, 5, cw.sum()).astype(np.float32))
+    tower["Eem"] = jag(cw, rng.uniform(0, 10, cw.sum()).astype(np.float32))
+    tower["Ehad"] = jag(cw, rng.uniform(0, 10, cw.sum()).astype(np.float32))
+    for name in drop:
+        coll, fld = name.split(".")
+        del {"Particle": particle, "Track": track, "Tower": tower}[coll][fld]
+    arrays = {"Particle": ak.zip(particle), "Track": ak.zip(track), "Tower": ak.zip(tower)}
+    # mktree names the sub-branches with field_name and the counters with counter_name: Delphes' layout
+    _write_raw(path, "Delphes", arrays, field_name=lambda o, i: f"{o}.{i}", counter_name=lambda o: f"{o}_size")
+    return particle, track, tower
+
+
 # ---- factory fixtures: each hands out one of the functions above --------------------------------------------
 
 
@@ -102,3 +165,22 @@ def make_policy_events():
     """``make_policy_events(counts_trk, counts_clu, seed=0)``: make_events' events with their angles in [-pi, pi]
     (within the value policy hepzoo run checks)."""
     return _policy_events
+
+
+@pytest.fixture(scope="session")
+def write_raw():
+    """``write_raw(path, tree, arrays, **mktree_kw)``: arbitrary branches written with uproot."""
+    return _write_raw
+
+
+@pytest.fixture(scope="session")
+def schema_arrays():
+    """``schema_arrays(chunk, drop=(), override=None) -> dict``: write_raw's arrays in the schema layout."""
+    return _schema_arrays
+
+
+@pytest.fixture(scope="session")
+def delphes_file():
+    """``delphes_file(path, n=6, seed=7, drop=(), physical=False) -> (particle, track, tower)``: a random
+    Delphes-layout file."""
+    return _delphes_file
