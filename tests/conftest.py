@@ -145,6 +145,77 @@ def _delphes_file(path, n=6, seed=7, drop=(), physical=False):
     return particle, track, tower
 
 
+# ---- training: synthetic events and a config of the tiny model ----------------------------------------------
+
+
+def _coll(prefix: str, k: int, rng: np.random.Generator) -> dict:
+    out = {}
+    for f in schema.COLLECTIONS[prefix].fields:
+        dt = np.dtype(f.dtype)
+        if dt.kind == "f":
+            v = rng.uniform(0.5, 5.0, size=k)
+        elif dt.kind == "b":
+            v = np.zeros(k, bool)
+        else:
+            v = rng.integers(0, 4, size=k)
+        out[schema.COLLECTIONS[prefix].branch(f.name)] = v.astype(dt)
+    return out
+
+
+def _synthetic_events(n: int, seed: int = 0, max_elements: int = 10, first_id: int = 0) -> list[dict]:
+    """Schema-conforming events with positive kinematics and a learnable relation target <-> element."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        ntrk = int(rng.integers(0, max_elements // 2 + 1))
+        nclu = int(rng.integers(1, max_elements - ntrk + 1))
+        ev = {"event_id": first_id + i, "process": 1, "n_pileup": 0, "weight": 1.0, "seed": seed}
+        ev.update(_coll("gen", 0, rng))
+        ev.update(_coll("trk", ntrk, rng))
+        ev.update(_coll("clu", nclu, rng))
+        ev.update(_coll("tgt", ntrk + nclu, rng))
+        ev["trk_charge"] = rng.choice([-1, 1], size=ntrk).astype(np.int32)
+        ev["clu_layer"] = rng.integers(1, 4, size=nclu).astype(np.int32)
+        cls = np.concatenate([rng.choice([0, 1, 4, 5], size=ntrk), rng.choice([0, 2, 3], size=nclu)])
+        ev["tgt_cls"] = cls.astype(np.int32)
+        charge = np.concatenate([ev["trk_charge"], np.zeros(nclu, np.int32)])
+        ev["tgt_charge"] = np.where(np.isin(cls, [1, 4, 5]), charge, 0).astype(np.int32)
+        phi = rng.uniform(-np.pi, np.pi, size=ntrk + nclu)
+        ev["tgt_sin_phi"], ev["tgt_cos_phi"] = np.sin(phi).astype("f4"), np.cos(phi).astype("f4")
+        out.append(ev)
+    return out
+
+
+def _write_events(path, events: list[dict], per_basket: int = 8) -> None:
+    chunk = io.events_to_awkward(events)
+    with io.EventWriter(path) as w:
+        for a in range(0, len(chunk), per_basket):
+            w.write(chunk[a : a + per_basket])
+
+
+def _make_raw_config(tmp_path, **sections) -> dict:
+    raw = {
+        "model": {"name": "tiny_models:tiny_mlpf", "kwargs": {"width": 16}},
+        "data": {
+            "train": [str(tmp_path / "train.root")],
+            "val": [str(tmp_path / "val.root")],
+            "step_size": 8,
+            "batch_size": 4,
+            "buckets": [8, 16],
+            "shuffle": True,
+        },
+        "optim": {"lr": 1e-2, "epochs": 2, "warmup_steps": 2, "weight_decay": 0.01, "grad_clip": 1.0},
+        "seed": 3,
+        "device": "cpu",
+        "output_dir": str(tmp_path / "run"),
+        "log_every_steps": 1,
+        "progress": False,
+    }
+    for k, v in sections.items():
+        raw[k] = {**raw[k], **v} if isinstance(raw.get(k), dict) else v
+    return raw
+
+
 # ---- factory fixtures: each hands out one of the functions above --------------------------------------------
 
 
@@ -184,3 +255,30 @@ def delphes_file():
     """``delphes_file(path, n=6, seed=7, drop=(), physical=False) -> (particle, track, tower)``: a random
     Delphes-layout file."""
     return _delphes_file
+
+
+@pytest.fixture(scope="session")
+def synthetic_events():
+    """``synthetic_events(n, seed=0, max_elements=10, first_id=0) -> list[dict]``: learnable training events."""
+    return _synthetic_events
+
+
+@pytest.fixture(scope="session")
+def write_events():
+    """``write_events(path, events, per_basket=8)``: event dicts written with the EventWriter."""
+    return _write_events
+
+
+@pytest.fixture(scope="session")
+def make_raw_config():
+    """``make_raw_config(tmp_path, **sections) -> dict``: a training config of the tiny model on
+    tmp_path/{train,val}.root, sections merged in."""
+    return _make_raw_config
+
+
+@pytest.fixture(scope="session")
+def tiny_mlpf():
+    """``tiny_mlpf(**kw)``: the tiny stand-in model that make_raw_config's ``tiny_models:tiny_mlpf`` names."""
+    from tiny_models import tiny_mlpf
+
+    return tiny_mlpf
