@@ -14,7 +14,6 @@ pytest.importorskip("onnxruntime")
 from hepzoo.runtime import Session  # noqa: E402
 from hepzoo.runtime.batcher import DynamicBatcher  # noqa: E402
 
-from test_runtime import _events, _features  # noqa: E402
 
 N_THREADS = 16
 N_PER_THREAD = 500
@@ -39,13 +38,13 @@ def _hammer(submit, n_threads: int, n_per_thread: int) -> dict[tuple[int, int], 
     return results
 
 
-def test_mlpf_batcher_16_threads_x_500_mixed_sizes():
+def test_mlpf_batcher_16_threads_x_500_mixed_sizes(make_features):
     sess = Session.load("mlpf-transformer")
     sess.start_batcher(max_batch=32, max_delay=0.002)
     # a pool of distinct events of mixed sizes (empty, small, several buckets); request (t, i) takes event k(t, i)
     counts = np.random.default_rng(5).integers(0, 100, size=97)  # buckets 64 and 128
     counts[:4] = [0, 1, 64, 65]
-    x, off = _features(counts, seed=6)
+    x, off = make_features(counts, seed=6)
     events = [x[off[k] : off[k + 1]] for k in range(len(counts))]
     alone = [sess.run_elements(e, np.array([0, len(e)])) for e in events]
 
@@ -88,9 +87,9 @@ def test_flashsim_batcher_results_equal_sample_alone():
     sess.close()
 
 
-def test_bad_requests_fail_only_their_own_future():
+def test_bad_requests_fail_only_their_own_future(make_features):
     sess = Session.load("mlpf-gnnlsh")
-    x, off = _features([5, 9, 3], seed=9)
+    x, off = make_features([5, 9, 3], seed=9)
     good = [x[off[k] : off[k + 1]] for k in range(3)]
     nan = good[1].copy()
     nan[2, 1] = np.nan
@@ -139,9 +138,9 @@ def test_backend_failure_in_a_batch_is_isolated():
         batcher.submit(1)
 
 
-def test_submit_awkward_event_returns_its_candidates():
+def test_submit_awkward_event_returns_its_candidates(make_events):
     sess = Session.load("mlpf-transformer")
-    events = _events([2, 0, 5], [3, 1, 4], seed=4)
+    events = make_events([2, 0, 5], [3, 1, 4], seed=4)
     expected = sess.run(events)
     got = [sess.submit(events[i : i + 1]).result() for i in range(len(events))]
     got_record = sess.submit(events[2]).result()
@@ -152,14 +151,14 @@ def test_submit_awkward_event_returns_its_candidates():
     sess.close()
 
 
-def test_submit_copies_the_callers_buffer():
+def test_submit_copies_the_callers_buffer(make_features):
     """A caller that overwrites its array after submit still gets the result of what it submitted.
 
     ``max_batch=2`` with a long ``max_delay``: the worker waits for the second request, so the first buffer is
     overwritten before the batch runs."""
     sess = Session.load("mlpf-gnnlsh")
     sess.start_batcher(max_batch=2, max_delay=600.0)
-    x, off = _features([30, 30], seed=11)
+    x, off = make_features([30, 30], seed=11)
     buffer = x[off[0] : off[1]].copy()
     expected = sess.run_elements(buffer, np.array([0, len(buffer)]))
     first = sess.submit(buffer)

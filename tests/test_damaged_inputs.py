@@ -28,7 +28,7 @@ def _run(path, out, layout):
     return CliRunner().invoke(app, args)
 
 
-def _write(layout, path, events, override=None):
+def _write(layout, path, events, override=None, write_raw=None, schema_arrays=None):
     if layout == "delphes":
         return write_delphes_uproot(path, events, override={f"Particle.{k}": v for k, v in (override or {}).items()})
     if layout == "nanoaod":
@@ -41,9 +41,8 @@ def _write(layout, path, events, override=None):
         with io.EventWriter(path) as writer:
             writer.write(mapped)
         return path
-    # our layout with a changed branch (dtype or values): written raw, as a foreign producer could
-    from test_io import schema_arrays, write_raw
-
+    # our layout with a changed branch (dtype or values): written raw, as a foreign producer could (with conftest's
+    # write_raw and schema_arrays, which the tests pass on)
     names = {"PT": "pt", "PID": "pid"}
     gen = {f: mapped.gen[f] for f in mapped.gen.fields}
     gen.update({names[k]: v[events["status"] == 1] for k, v in override.items()})  # our gen: stable only
@@ -74,12 +73,12 @@ def _cases(events, rng):
     return cases
 
 
-def _case_file(case_dir, layout, events, good, override, damage):
+def _case_file(case_dir, layout, events, good, override, damage, write_raw, schema_arrays):
     """Write one case's damaged input ``case_dir/in.root``: re-written with ``override``, or ``good``'s bytes damaged."""
     case_dir.mkdir()
     path = case_dir / "in.root"
     if override is not None:
-        _write(layout, path, events, override)
+        _write(layout, path, events, override, write_raw, schema_arrays)
     else:
         path.write_bytes(damage(good.read_bytes()))
     return case_dir, path
@@ -91,7 +90,7 @@ def events():
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_damaged_inputs_fail_on_one_line_or_change_nothing(layout, events, tmp_path):
+def test_damaged_inputs_fail_on_one_line_or_change_nothing(layout, events, tmp_path, write_raw, schema_arrays):
     from hepzoo.runtime.runfile import read_output
 
     good = _write(layout, tmp_path / "good.root", events)
@@ -100,7 +99,7 @@ def test_damaged_inputs_fail_on_one_line_or_change_nothing(layout, events, tmp_p
     reference = read_output(tmp_path / "good_out.root")
     table = []
     for name, override, damage in _cases(events, np.random.default_rng([SEED, len(layout)])):
-        case_dir, path = _case_file(tmp_path / name, layout, events, good, override, damage)
+        case_dir, path = _case_file(tmp_path / name, layout, events, good, override, damage, write_raw, schema_arrays)
         out = case_dir / "out"
         result = _run(path, out, layout)
         lines = [line for line in result.output.splitlines() if line.strip()]
@@ -128,14 +127,14 @@ def _read(path, layout):
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_reader_damaged_inputs_fail_on_one_line_or_read_identically(layout, events, tmp_path):
+def test_reader_damaged_inputs_fail_on_one_line_or_read_identically(layout, events, tmp_path, write_raw, schema_arrays):
     """The reader with the value policy (check_values=True) over the same seeded cases: one-line SchemaError/
     OSError/ValueError, or events identical to the undamaged file's; never another exception (a traceback)."""
     good = _write(layout, tmp_path / "good.root", events)
     reference = _read(good, layout)
     row = {"cases": 0, "one-line errors": 0, "identical": 0, "silent changes": 0, "tracebacks": 0, "leftovers": 0}
     for name, override, damage in _cases(events, np.random.default_rng([SEED, len(layout)])):
-        case_dir, path = _case_file(tmp_path / name, layout, events, good, override, damage)
+        case_dir, path = _case_file(tmp_path / name, layout, events, good, override, damage, write_raw, schema_arrays)
         row["cases"] += 1
         try:
             got = _read(path, layout)

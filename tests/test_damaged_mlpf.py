@@ -12,7 +12,6 @@ import pytest
 from hepzoo.datasets import io
 
 from damage import bit_flipper, edit_flat
-from test_io import schema_arrays, write_raw
 
 SEED = 23
 N_EVENTS = 6
@@ -36,8 +35,9 @@ def _run(path, out):
     return CliRunner().invoke(app, ["run", "mlpf-gnnlsh", "-i", str(path), "-o", str(out), "--no-progress"])
 
 
-def _cases(chunk: ak.Array, rng):
-    """(name, function writing the damaged file from (good path, out path))."""
+def _cases(chunk: ak.Array, rng, write_raw, schema_arrays):
+    """(name, function writing the damaged file from (good path, out path)); write_raw and schema_arrays are
+    conftest's fixtures."""
     n_trk = int(ak.sum(ak.num(chunk.trk)))
     n_clu = int(ak.sum(ak.num(chunk.clu)))
     t, c = int(rng.integers(0, n_trk)), int(rng.integers(0, n_clu))
@@ -81,7 +81,7 @@ def _cases(chunk: ak.Array, rng):
     return cases
 
 
-def test_mlpf_run_damaged_inputs_fail_on_one_line_or_change_nothing(ttbar, tmp_path):
+def test_mlpf_run_damaged_inputs_fail_on_one_line_or_change_nothing(ttbar, tmp_path, write_raw, schema_arrays):
     from hepzoo.runtime.runfile import read_output
 
     result = _run(ttbar, tmp_path / "good_out.root")
@@ -89,7 +89,7 @@ def test_mlpf_run_damaged_inputs_fail_on_one_line_or_change_nothing(ttbar, tmp_p
     reference = read_output(tmp_path / "good_out.root")
     chunk = io.read_events(ttbar)
     row = {"cases": 0, "one-line errors": 0, "identical": 0, "silent changes": 0, "tracebacks": 0, "leftovers": 0}
-    for name, write in _cases(chunk, np.random.default_rng(SEED)):
+    for name, write in _cases(chunk, np.random.default_rng(SEED), write_raw, schema_arrays):
         case_dir = tmp_path / name
         case_dir.mkdir()
         path = case_dir / "in.root"

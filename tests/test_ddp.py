@@ -22,12 +22,11 @@ from hepzoo.training import checkpoint as ckpt
 from hepzoo.training.config import load_config
 from hepzoo.training.loop import train
 
-from test_training import make_raw_config, synthetic_events, write_events  # noqa: E402  (tests/ is on sys.path)
 
 TESTS = Path(__file__).parent
 
 
-def _config(tmp_path: Path, name: str, step_size: int, batch_size: int) -> dict:
+def _config(make_raw_config, tmp_path: Path, name: str, step_size: int, batch_size: int) -> dict:
     raw = make_raw_config(tmp_path, output_dir=str(tmp_path / name))
     raw["data"].update(step_size=step_size, batch_size=batch_size, buckets=[16], shuffle=False)
     raw["optim"].update(epochs=2, lr=5e-3, warmup_steps=2)
@@ -39,14 +38,14 @@ def _records(path: Path) -> list[dict]:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_ddp_two_ranks_match_single_process(tmp_path):
+def test_ddp_two_ranks_match_single_process(tmp_path, synthetic_events, write_events, make_raw_config):
     write_events(tmp_path / "train.root", synthetic_events(16, seed=4, max_elements=10))
     write_events(tmp_path / "val.root", synthetic_events(6, seed=5, max_elements=10, first_id=1000))
 
-    single = train(load_config(raw=_config(tmp_path, "single", step_size=4, batch_size=4)))
+    single = train(load_config(raw=_config(make_raw_config, tmp_path, "single", step_size=4, batch_size=4)))
 
     cfg_path = tmp_path / "ddp.yaml"
-    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, "ddp", step_size=2, batch_size=2)))
+    cfg_path.write_text(yaml.safe_dump(_config(make_raw_config, tmp_path, "ddp", step_size=2, batch_size=2)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "hepzoo.training.cli", str(cfg_path)]  # fmt: skip

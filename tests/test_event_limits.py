@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import awkward as ak
 import numpy as np
 import pytest
 
@@ -23,19 +22,6 @@ from hepzoo.export.zoo import find_release  # noqa: E402
 from hepzoo.runtime import Session  # noqa: E402
 from hepzoo.runtime.limits import EventTooLarge  # noqa: E402
 
-from test_runtime import _events as _raw_events  # noqa: E402
-from test_runtime import _features  # noqa: E402
-
-
-def _events(counts_trk, counts_clu, seed=0):
-    """test_runtime's events with their angles wrapped into [-pi, pi] (hepzoo run checks the value policy)."""
-    events = _raw_events(counts_trk, counts_clu, seed)
-    for prefix, fields in {"trk": ("phi", "phi_calo"), "clu": ("phi",)}.items():
-        coll = events[prefix]
-        for f in fields:
-            coll = ak.with_field(coll, (coll[f] + np.pi) % (2 * np.pi) - np.pi, f)
-        events = ak.with_field(events, coll, prefix)
-    return events
 
 LIMIT = 40
 
@@ -63,10 +49,10 @@ def limited(tmp_path_factory):
                         backend="onnxruntime-cpu")
 
 
-def test_event_above_the_limit_is_refused_before_running(limited, monkeypatch):
+def test_event_above_the_limit_is_refused_before_running(limited, monkeypatch, make_features):
     calls = []
     monkeypatch.setattr(limited.backend, "run", lambda inputs: calls.append(1))
-    x, off = _features([10, LIMIT + 7, 5, LIMIT + 1], seed=1)
+    x, off = make_features([10, LIMIT + 7, 5, LIMIT + 1], seed=1)
     with pytest.raises(EventTooLarge) as info:
         limited.run_elements(x, off, first_event=100)
     assert str(info.value) == (
@@ -80,7 +66,7 @@ def test_event_above_the_limit_is_refused_before_running(limited, monkeypatch):
         limited.submit(one).result()
 
 
-def test_batches_hold_at_most_the_limit(limited, monkeypatch):
+def test_batches_hold_at_most_the_limit(limited, monkeypatch, make_features):
     seen = []
     real = limited.backend.run
 
@@ -89,7 +75,7 @@ def test_batches_hold_at_most_the_limit(limited, monkeypatch):
         return real(inputs)
 
     monkeypatch.setattr(limited.backend, "run", spy)
-    x, off = _features([LIMIT] * 5 + [3], seed=2)
+    x, off = make_features([LIMIT] * 5 + [3], seed=2)
     out = limited.run_elements(x, off, batch_size=32, buckets=[64])
     assert all(b * n <= max(LIMIT, n) for b, n, _ in seen), seen
     assert sum(b for b, _, _ in seen) == 6
@@ -99,7 +85,7 @@ def test_batches_hold_at_most_the_limit(limited, monkeypatch):
         np.testing.assert_allclose(out[k], ref[k], rtol=1e-5, atol=1e-5)
 
 
-def test_allocation_failure_is_one_line_naming_the_event(monkeypatch, tmp_path):
+def test_allocation_failure_is_one_line_naming_the_event(monkeypatch, tmp_path, make_features, make_policy_events):
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
     limited = Session.load("mlpf-gnnlsh", backend="onnxruntime-cpu")  # its own limit (large): events batched
@@ -109,7 +95,7 @@ def test_allocation_failure_is_one_line_naming_the_event(monkeypatch, tmp_path):
                    " Status Message: bfc_arena.cc:360 Failed to allocate memory for requested buffer of size 123456")
 
     monkeypatch.setattr(limited.backend, "run", fail)
-    x, off = _features([3, 30, 12], seed=3)
+    x, off = make_features([3, 30, 12], seed=3)
     with pytest.raises(EventTooLarge) as info:
         limited.run_elements(x, off, first_event=10)
     message = str(info.value)
@@ -122,7 +108,7 @@ def test_allocation_failure_is_one_line_naming_the_event(monkeypatch, tmp_path):
         limited.run_elements(x, off)
     source = tmp_path / "events.root"
     with io.EventWriter(source) as writer:
-        writer.write(_events([2, 3], [1, 2], seed=1))
+        writer.write(make_policy_events([2, 3], [1, 2], seed=1))
     monkeypatch.setattr(limited.backend, "run", fail)
     with pytest.raises(EventTooLarge, match=rf"^{source}: entries 0-1: event [01]: [0-9]+ elements \(padded to"):
         limited.run_file(source, tmp_path / "out.root")
@@ -139,13 +125,13 @@ def _cli(args, env=None, limit_bytes=None):
                           text=True, env={**os.environ, **(env or {})}, preexec_fn=limit, timeout=300)
 
 
-def test_cli_checks_every_file_before_running(tmp_path):
+def test_cli_checks_every_file_before_running(tmp_path, make_policy_events):
     release = _release_with_limit(tmp_path, "mlpf-gnnlsh", LIMIT)
     small, big = tmp_path / "a_small.root", tmp_path / "b_big.root"
     with io.EventWriter(small) as writer:
-        writer.write(_events([2, 3], [1, 2], seed=1))
+        writer.write(make_policy_events([2, 3], [1, 2], seed=1))
     with io.EventWriter(big) as writer:
-        writer.write(_events([2, 30, 1], [1, 20, 2], seed=2))
+        writer.write(make_policy_events([2, 30, 1], [1, 20, 2], seed=2))
     proc = _cli([str(release), "-i", str(small), "-i", str(big), "-o", str(tmp_path / "out")])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines() == [
@@ -156,13 +142,13 @@ def test_cli_checks_every_file_before_running(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS makes the allocation fail for real (Linux)")
-def test_real_allocation_failure_through_the_cli(tmp_path):
+def test_real_allocation_failure_through_the_cli(tmp_path, make_policy_events):
     """mlpf-transformer on a 20 000-element event (limit raised in a copied card) in a process limited to 4 GB of
     address space: ONNX Runtime fails to allocate the N x N attention scores; one line, no output left."""
     release = _release_with_limit(tmp_path, "mlpf-transformer", 10**6)
     source = tmp_path / "huge.root"
     with io.EventWriter(source) as writer:
-        writer.write(_events([3, 12000], [2, 8000], seed=4))
+        writer.write(make_policy_events([3, 12000], [2, 8000], seed=4))
     out = tmp_path / "out"
     proc = _cli([release.as_posix(), "-i", str(source), "-o", str(out), "--backend", "onnxruntime-cpu"],
                 limit_bytes=4 << 30)

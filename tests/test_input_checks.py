@@ -12,7 +12,6 @@ pytest.importorskip("onnxruntime")
 from hepzoo.datasets import io, schema  # noqa: E402
 from hepzoo.runtime import Session  # noqa: E402
 
-from test_runtime import _events, _features  # noqa: E402
 
 from damage import set_value
 
@@ -35,8 +34,8 @@ def mlpf():
         (EF.SIGMA_ETA, -0.1, r"event 1: element 2 .*has sigma_eta = -0.1: negative"),
     ],
 )
-def test_unphysical_element_values_refused(mlpf, feature, value, message):
-    x, off = _features([4, 5, 3], seed=1)
+def test_unphysical_element_values_refused(mlpf, feature, value, message, make_features):
+    x, off = make_features([4, 5, 3], seed=1)
     x[off[1] + 2, feature] = value
     with pytest.raises(ValueError, match=message):
         mlpf.run_elements(x, off)
@@ -57,9 +56,9 @@ def test_unphysical_element_values_refused(mlpf, feature, value, message):
         ("trk", "muon_stations", -2, r"event 1: element 1 \(track\) has muon_stations = -2: negative, must be >= 0"),
     ],
 )
-def test_event_inputs_held_to_the_whole_element_policy(mlpf, prefix, field, value, message):
+def test_event_inputs_held_to_the_whole_element_policy(mlpf, prefix, field, value, message, make_events):
     """Rows computed from events meet every rule of schema.ELEMENT_POLICY (raw rows: finite, magnitude, sign)."""
-    events = _events([2, 3, 1], [1, 2, 2], seed=3)
+    events = make_events([2, 3, 1], [1, 2, 2], seed=3)
     coll = events[prefix]
     counts = ak.num(coll, axis=1)
     flat = ak.to_numpy(ak.flatten(coll[field])).astype(np.float64 if isinstance(value, float) else np.int32)
@@ -79,8 +78,8 @@ def _with_track_charge(events: ak.Array, event: int, track: int, value) -> ak.Ar
 
 
 @pytest.mark.parametrize("value", [0.5, 0, 2, -3])
-def test_track_charge_must_be_plus_or_minus_one(mlpf, value):
-    events = _events([2, 3, 1], [1, 2, 2], seed=3)
+def test_track_charge_must_be_plus_or_minus_one(mlpf, value, make_events):
+    events = make_events([2, 3, 1], [1, 2, 2], seed=3)
     bad = _with_track_charge(events, 1, 2, value)
     with pytest.raises(ValueError, match=rf"event 11: element 2 \(track\) has charge = {value:g}: a track charge must be -1 or \+1"):
         mlpf.run(bad, first_entry=10)
@@ -90,8 +89,8 @@ def test_track_charge_must_be_plus_or_minus_one(mlpf, value):
     assert len(mlpf.run(good)) == 3
 
 
-def test_run_file_names_file_entries_event_element_feature(mlpf, tmp_path):
-    events = _events([2, 3, 1, 2], [1, 2, 2, 0], seed=3)
+def test_run_file_names_file_entries_event_element_feature(mlpf, tmp_path, make_events):
+    events = make_events([2, 3, 1, 2], [1, 2, 2, 0], seed=3)
     counts = ak.num(events.trk, axis=1)
     pt = ak.to_numpy(ak.flatten(events.trk.pt)).copy()
     pt[int(ak.sum(counts[:3]))] = -2.0
@@ -233,10 +232,10 @@ def test_cli_bad_arguments_name_the_option_before_anything_is_made(tmp_path, opt
     assert not (tmp_path / "out").exists()
 
 
-def test_no_output_folder_before_the_inputs_pass(tmp_path):
+def test_no_output_folder_before_the_inputs_pass(tmp_path, make_events):
     truncated = tmp_path / "truncated.root"
     with io.EventWriter(tmp_path / "good.root") as writer:
-        writer.write(_events([2, 3], [1, 2], seed=1))
+        writer.write(make_events([2, 3], [1, 2], seed=1))
     truncated.write_bytes((tmp_path / "good.root").read_bytes()[:-300])
     gen_only = tmp_path / "gen_only.root"
     with io.EventWriter(gen_only) as writer:
@@ -247,10 +246,10 @@ def test_no_output_folder_before_the_inputs_pass(tmp_path):
         assert not (tmp_path / "out").exists(), line
 
 
-def test_output_equal_to_input_is_refused_even_with_overwrite(tmp_path):
+def test_output_equal_to_input_is_refused_even_with_overwrite(tmp_path, make_events):
     source = tmp_path / "events.root"
     with io.EventWriter(source) as writer:
-        writer.write(_events([2, 3], [1, 2], seed=1))
+        writer.write(make_events([2, 3], [1, 2], seed=1))
     before = source.read_bytes()
     for extra in ([], ["--overwrite"]):
         line = _one_line_error(_invoke(["mlpf-gnnlsh", "-i", str(source), "-o", str(source), *extra]), alone=False)

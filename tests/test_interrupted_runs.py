@@ -18,8 +18,6 @@ from hepzoo.datasets.atomic import remove_stale_temporaries, temporary_path  # n
 from hepzoo.datasets import io  # noqa: E402
 from hepzoo.runtime.runfile import read_run_record  # noqa: E402
 
-from test_event_limits import _events  # noqa: E402  (angles within the value policy)
-
 
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -58,10 +56,10 @@ def _wait_for_temporary(proc: subprocess.Popen, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def long_input(tmp_path_factory) -> Path:
+def long_input(tmp_path_factory, make_policy_events) -> Path:
     path = tmp_path_factory.mktemp("interrupted") / "events.root"
     with io.EventWriter(path) as writer:
-        writer.write(_events([4] * 3000, [4] * 3000, seed=2))
+        writer.write(make_policy_events([4] * 3000, [4] * 3000, seed=2))
     return path
 
 

@@ -50,25 +50,6 @@ def write_chunks(path, chunk, cuts):
             w.write(chunk[a:b])
 
 
-def write_raw(path, tree, arrays, **mktree_kw):
-    """Write arbitrary branches with uproot (for files that break the schema)."""
-    types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in arrays.items()}
-    with uproot.recreate(path) as f:
-        t = f.mktree(tree, types, **mktree_kw)
-        t.extend(arrays)
-
-
-def schema_arrays(chunk: ak.Array, drop=(), override=None) -> dict:
-    """Arrays for write_raw in the schema layout, minus some branches, with some replaced."""
-    out = {k: ak.to_numpy(chunk[k]) for k in schema.EVENT_SCALARS}
-    for p, coll in schema.COLLECTIONS.items():
-        if p not in chunk.fields:
-            continue
-        out[p] = ak.zip({f: chunk[p][f] for f in coll.field_names if coll.branch(f) not in drop})
-    out.update(override or {})
-    return out
-
-
 def type_str(a: ak.Array) -> str:
     return str(a.type.content)
 
@@ -222,7 +203,7 @@ def test_empty_and_not_root(tmp_path):
         io.check_file(text)
 
 
-def test_zero_entries_and_missing_tree(tmp_path):
+def test_zero_entries_and_missing_tree(tmp_path, write_raw):
     path = tmp_path / "zero.root"
     with io.EventWriter(path):
         pass
@@ -234,7 +215,7 @@ def test_zero_entries_and_missing_tree(tmp_path):
         io.check_file(other)
 
 
-def test_missing_branch(tmp_path):
+def test_missing_branch(tmp_path, write_raw, schema_arrays):
     chunk = io.events_to_awkward(random_events(5, prefixes=["gen", "trk"]))
     path = tmp_path / "nogeneta.root"
     write_raw(path, "events", schema_arrays(chunk, drop=("gen_eta",)))
@@ -244,7 +225,7 @@ def test_missing_branch(tmp_path):
     assert len(io.read_events(path, collections=["trk"])) == 5
 
 
-def test_wrong_dtype_and_widening(tmp_path):
+def test_wrong_dtype_and_widening(tmp_path, write_raw, schema_arrays):
     chunk = io.events_to_awkward(random_events(6, prefixes=["gen", "clu"]))
     bad = tmp_path / "intpt.root"
     gen = {f: chunk.gen[f] for f in schema.GEN.field_names}
@@ -277,7 +258,7 @@ def test_wrong_dtype_and_widening(tmp_path):
         io.check_file(overflow)
 
 
-def test_inconsistent_counters(tmp_path):
+def test_inconsistent_counters(tmp_path, write_raw, schema_arrays):
     chunk = io.events_to_awkward(random_events(8, prefixes=["gen"], seed=4))
     eta = ak.to_list(chunk.gen.eta)
     eta[5] = eta[5] + [0.5]
@@ -294,49 +275,9 @@ def test_inconsistent_counters(tmp_path):
 # ---- Delphes mapping ----------------------------------------------------------------------------------
 
 
-def _delphes_file(path, n=6, seed=7, drop=(), physical=False):
-    """``physical``: momenta/energies >= 0 and track charges ±1 (what a model may run on)."""
-    rng = np.random.default_rng(seed)
-    cp, ct, cw = (rng.integers(0, 7, n) for _ in range(3))
-    cp[0] = 0
-
-    def jag(counts, values):
-        return ak.unflatten(np.asarray(values), counts)
-
-    def f4(counts):
-        return jag(counts, rng.normal(size=counts.sum()).astype(np.float32))
-
-    def i4(counts, lo, hi):
-        return jag(counts, rng.integers(lo, hi, counts.sum()).astype(np.int32))
-
-    particle = {
-        "PID": i4(cp, -250, 250), "Status": i4(cp, 1, 3), "IsPU": i4(cp, 0, 2), "Charge": i4(cp, -1, 2),
-        "PT": f4(cp), "Eta": f4(cp), "Phi": f4(cp), "E": f4(cp), "Mass": f4(cp),
-        "X": f4(cp), "Y": f4(cp), "Z": f4(cp),
-    }
-    track = {k: f4(ct) for k in ("PT", "Eta", "Phi", "P", "EtaOuter", "PhiOuter", "D0", "DZ")}
-    track["Charge"] = i4(ct, -1, 2)
-    tower = {k: f4(cw) for k in ("ET", "E", "Phi")}
-    if physical:
-        for coll, fields in ((particle, ("PT", "E")), (track, ("PT", "P")), (tower, ("ET", "E"))):
-            for name in fields:
-                coll[name] = abs(coll[name])
-        track["Charge"] = jag(ct, rng.choice(np.array([-1, 1], np.int32), ct.sum()))
-    tower["Eta"] = jag(cw, rng.uniform(-5, 5, cw.sum()).astype(np.float32))
-    tower["Eem"] = jag(cw, rng.uniform(0, 10, cw.sum()).astype(np.float32))
-    tower["Ehad"] = jag(cw, rng.uniform(0, 10, cw.sum()).astype(np.float32))
-    for name in drop:
-        coll, fld = name.split(".")
-        del {"Particle": particle, "Track": track, "Tower": tower}[coll][fld]
-    arrays = {"Particle": ak.zip(particle), "Track": ak.zip(track), "Tower": ak.zip(tower)}
-    # mktree names the sub-branches with field_name and the counters with counter_name: Delphes' layout
-    write_raw(path, "Delphes", arrays, field_name=lambda o, i: f"{o}.{i}", counter_name=lambda o: f"{o}_size")
-    return particle, track, tower
-
-
-def test_delphes_mapping(tmp_path):
+def test_delphes_mapping(tmp_path, delphes_file):
     path = tmp_path / "delphes.root"
-    particle, track, tower = _delphes_file(path)
+    particle, track, tower = delphes_file(path)
     with uproot.open(path) as f:
         names = set(f["Delphes"].keys())
     assert {"Particle.PT", "Particle_size", "Track.EtaOuter", "Tower.Eem", "Tower_size"} <= names
@@ -376,9 +317,9 @@ def test_delphes_mapping(tmp_path):
         io.check_file(path)
 
 
-def test_delphes_missing_branch(tmp_path):
+def test_delphes_missing_branch(tmp_path, delphes_file):
     path = tmp_path / "nophiouter.root"
-    _delphes_file(path, drop=("Track.PhiOuter",))
+    delphes_file(path, drop=("Track.PhiOuter",))
     with pytest.raises(io.SchemaError, match=r"nophiouter\.root.*'Track\.PhiOuter'"):
         io.check_file(path, mapping=DELPHES_MAPPING)
     assert len(io.read_events(path, mapping=DELPHES_MAPPING, collections=["gen", "clu"])) == 6

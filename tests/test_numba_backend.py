@@ -26,7 +26,6 @@ from hepzoo.runtime import NumbaBackend, Session, available_backends
 from hepzoo.runtime.numba.kernels import attention, indexing, reduce, reference, rowwise
 from hepzoo.runtime.numba import GraphRunError, UnsupportedModelError, plan_graph
 
-from test_runtime import _events  # noqa: E402  (events of given track/cluster counts)
 
 RELEASES = [r for r in list_releases() if (r.path / "card.json").is_file()]
 RNG = np.random.default_rng
@@ -509,14 +508,14 @@ def test_zoo_models_match_onnxruntime(release_backends):
 
 
 @pytest.mark.parametrize("name", ["mlpf-gnnlsh", "flashsim-jet"])
-def test_session_end_to_end_matches_onnxruntime(name):
+def test_session_end_to_end_matches_onnxruntime(name, make_events):
     pytest.importorskip("onnxruntime")
     sess = Session.load(name, backend="numba")
     ref = Session.load(name, backend="onnxruntime-cpu")
     assert sess.backend_name == "numba" and "numba" in available_backends()
     tol = sess.card.tolerance
     if sess.card.family == "mlpf":
-        events = _events([3, 0, 40, 7], [5, 0, 90, 2], seed=2)
+        events = make_events([3, 0, 40, 7], [5, 0, 90, 2], seed=2)
         got, want = sess.run(events, keep_empty=True, probabilities=True), ref.run(events, keep_empty=True, probabilities=True)
         assert ak.to_list(ak.num(got)) == [8, 0, 130, 9]
         for field in ("pt", "eta", "phi", "e", "cls_prob"):

@@ -170,15 +170,13 @@ def test_run_file_into_a_copy_of_a_release_folder(sample, tmp_path):
     assert read_run_record(tmp_path / "x.root")["model"] == "flashsim-jet"
 
 
-def test_delphes_layout_input_single_process_and_dask(tmp_path):
+def test_delphes_layout_input_single_process_and_dask(tmp_path, delphes_file):
     """Another producer's layout (Delphes branches through DELPHES_MAPPING): MLPF output equals running the
     session on the mapped events, and the Dask path (mapping shipped to the workers) gives the same file."""
-    from test_io import _delphes_file
-
     from hepzoo.datasets.mapping import DELPHES_MAPPING
 
     source = tmp_path / "delphes.root"
-    _delphes_file(source, n=6, seed=3, physical=True)
+    delphes_file(source, n=6, seed=3, physical=True)
     sess = Session.load("mlpf-gnnlsh")
     run_files(sess, str(source), tmp_path / "local", mapping=DELPHES_MAPPING)
     run_files_dask(sess, str(source), tmp_path / "dask", n_workers=1, mapping=DELPHES_MAPPING)

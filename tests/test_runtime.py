@@ -11,7 +11,7 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
-from hepzoo.datasets import io, schema  # noqa: E402
+from hepzoo.datasets import schema  # noqa: E402
 from hepzoo.datasets.loader import element_features  # noqa: E402
 from hepzoo.datasets.ragged import pad  # noqa: E402
 from hepzoo.export.zoo import find_release  # noqa: E402
@@ -20,27 +20,6 @@ from hepzoo.runtime import Session, available_backends  # noqa: E402
 EF = schema.ElementFeature
 MLPF = ["mlpf-transformer", "mlpf-gnnlsh"]
 OUTPUTS = ("cls_logits", "charge_logits", "regression")
-
-
-def _features(counts, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Plausible element rows (tracks then clusters) for events with the given element counts."""
-    rng = np.random.default_rng(seed)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    n = int(offsets[-1])
-    x = np.zeros((n, len(EF)), np.float32)
-    x[:, EF.TYPE] = rng.integers(1, 4, n)
-    x[:, EF.PT] = rng.exponential(3.0, n) + 0.2
-    x[:, EF.ETA] = rng.uniform(-3, 3, n)
-    phi = rng.uniform(-np.pi, np.pi, n)
-    x[:, EF.SIN_PHI], x[:, EF.COS_PHI] = np.sin(phi), np.cos(phi)
-    x[:, EF.E] = x[:, EF.PT] * np.cosh(x[:, EF.ETA])
-    trk = x[:, EF.TYPE] == schema.ElementType.TRACK
-    x[trk, EF.CHARGE] = rng.choice([-1.0, 1.0], int(trk.sum()))
-    x[trk, EF.N_HITS] = rng.integers(5, 15, int(trk.sum()))
-    x[~trk, EF.E_ECAL] = x[~trk, EF.E] * 0.7
-    x[~trk, EF.E_HCAL] = x[~trk, EF.E] * 0.3
-    x[~trk, EF.N_CELLS] = rng.integers(1, 20, int((~trk).sum()))
-    return x, offsets
 
 
 @pytest.fixture(scope="module", params=MLPF)
@@ -66,13 +45,13 @@ def test_intra_op_threads_reach_ort():
     assert Session.load("flashsim-jet").backend.session.get_session_options().intra_op_num_threads == 1
 
 
-def test_run_elements_matches_torch_with_empty_and_oversize_events(mlpf):
+def test_run_elements_matches_torch_with_empty_and_oversize_events(mlpf, make_features):
     sess, model = mlpf
     g = sess.card.element_granularity
     buckets = (g, 2 * g) if g > 1 else (16, 32)
     # empty, small, mid, at the largest bucket, oversize (runs alone padded to a multiple of g)
     counts = [0, 3, buckets[0] + 1, buckets[-1], buckets[-1] + 7, 5]
-    x, off = _features(counts, seed=1)
+    x, off = make_features(counts, seed=1)
     out = sess.run_elements(x, off, buckets=buckets, batch_size=2)
     assert {k: v.shape[0] for k, v in out.items()} == {k: len(x) for k in OUTPUTS}
     tol = sess.card.tolerance
@@ -87,10 +66,10 @@ def test_run_elements_matches_torch_with_empty_and_oversize_events(mlpf):
             )
 
 
-def test_output_order_follows_input_order(mlpf):
+def test_output_order_follows_input_order(mlpf, make_features):
     sess, _ = mlpf
     counts = np.array([7, 0, 40, 12, 3, 25, 1])
-    x, off = _features(counts, seed=2)
+    x, off = make_features(counts, seed=2)
     out = sess.run_elements(x, off, buckets=sess.buckets[:2])
     perm = np.array([3, 6, 0, 2, 5, 1, 4])
     xp = np.concatenate([x[off[i] : off[i + 1]] for i in perm])
@@ -101,24 +80,9 @@ def test_output_order_follows_input_order(mlpf):
         np.testing.assert_allclose(outp[name], expected, atol=1e-5, rtol=1e-5)
 
 
-def _events(counts_trk, counts_clu, seed=0) -> ak.Array:
-    rng = np.random.default_rng(seed)
-    evs = []
-    for i, (nt, nc) in enumerate(zip(counts_trk, counts_clu, strict=True)):
-        ev = {"event_id": i, "process": 1, "n_pileup": 0, "weight": 1.0, "seed": seed}
-        for prefix, k in {"gen": 0, "trk": nt, "clu": nc, "tgt": nt + nc}.items():
-            for f in schema.COLLECTIONS[prefix].fields:
-                dt = np.dtype(f.dtype)
-                v = np.abs(rng.normal(size=k)) + 0.5 if dt.kind == "f" else np.ones(k)
-                ev[schema.COLLECTIONS[prefix].branch(f.name)] = v.astype(dt)
-        ev["clu_layer"] = rng.integers(1, 4, size=nc).astype(np.int32)
-        evs.append(ev)
-    return io.events_to_awkward(evs)
-
-
-def test_run_events_keeps_events_and_order():
+def test_run_events_keeps_events_and_order(make_events):
     sess = Session.load("mlpf-transformer")
-    events = _events([2, 0, 5, 1], [3, 0, 4, 2], seed=4)
+    events = make_events([2, 0, 5, 1], [3, 0, 4, 2], seed=4)
     full = sess.run(events, keep_empty=True, probabilities=True)
     assert len(full) == len(events)
     assert ak.to_list(ak.num(full)) == [5, 0, 9, 3]
@@ -188,11 +152,11 @@ def _mlpf_releases() -> list[str]:
 
 
 @pytest.mark.parametrize("release", _mlpf_releases())
-def test_candidates_charge_follows_class_on_every_mlpf_release(release):
+def test_candidates_charge_follows_class_on_every_mlpf_release(release, make_features):
     """Real model outputs: neutral candidates carry charge 0, charged ones ±1 (sign from the -1/+1 logits)."""
     TC = schema.TargetClass
     sess = Session.load(release)
-    x, off = _features([60] * 8, seed=5)
+    x, off = make_features([60] * 8, seed=5)
     out = sess.run_elements(x, off)
     cands = sess.candidates(out, off, keep_empty=True)
     cls, charge = ak.to_numpy(ak.flatten(cands.cls)), ak.to_numpy(ak.flatten(cands.charge))

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from torch import nn
 
-from hepzoo.datasets import io, schema
+from hepzoo.datasets import schema
 from hepzoo.datasets.loader import MLPFDataset
 from hepzoo.training import checkpoint as ckpt
 from hepzoo.training.cli import train_command
@@ -25,110 +24,11 @@ TC = schema.TargetClass
 N_CLS = len(TC)
 
 
-# ---- helpers shared with test_ddp.py ------------------------------------------------------------------------
-
-
-class TinyMLPF(nn.Module):
-    """Stand-in with the hepzoo.models MLPF interface: (features, mask) -> (cls, charge, physical regression)."""
-
-    def __init__(self, width: int = 16, dropout: float = 0.0):
-        super().__init__()
-        self.enc = nn.Sequential(
-            nn.Linear(len(EF), width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, width), nn.ReLU()
-        )
-        self.cls = nn.Linear(2 * width, N_CLS)
-        self.charge = nn.Linear(2 * width, 3)
-        self.reg = nn.Linear(2 * width, 5)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor):
-        m = mask.unsqueeze(-1).to(x.dtype)
-        h = self.enc(x) * m
-        ctx = h.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
-        h = torch.cat([h, ctx.expand_as(h)], dim=-1)
-        r = self.reg(h)
-        pt = x[..., EF.PT].clamp(min=1e-3) * torch.exp(r[..., 0].clamp(-5, 5))
-        e = x[..., EF.E].clamp(min=1e-3) * torch.exp(r[..., 4].clamp(-5, 5))
-        reg = torch.stack(
-            [pt, x[..., EF.ETA] + r[..., 1], x[..., EF.SIN_PHI] + r[..., 2], x[..., EF.COS_PHI] + r[..., 3], e], -1
-        )
-        return self.cls(h), self.charge(h), reg
-
-
-def tiny_mlpf(**kw) -> TinyMLPF:
-    """Factory for ``model.name: 'test_training:tiny_mlpf'``."""
-    return TinyMLPF(**kw)
-
-
-def _coll(prefix: str, k: int, rng: np.random.Generator) -> dict:
-    out = {}
-    for f in schema.COLLECTIONS[prefix].fields:
-        dt = np.dtype(f.dtype)
-        if dt.kind == "f":
-            v = rng.uniform(0.5, 5.0, size=k)
-        elif dt.kind == "b":
-            v = np.zeros(k, bool)
-        else:
-            v = rng.integers(0, 4, size=k)
-        out[schema.COLLECTIONS[prefix].branch(f.name)] = v.astype(dt)
-    return out
-
-
-def synthetic_events(n: int, seed: int = 0, max_elements: int = 10, first_id: int = 0) -> list[dict]:
-    """Schema-conforming events with positive kinematics and a learnable relation target <-> element."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        ntrk = int(rng.integers(0, max_elements // 2 + 1))
-        nclu = int(rng.integers(1, max_elements - ntrk + 1))
-        ev = {"event_id": first_id + i, "process": 1, "n_pileup": 0, "weight": 1.0, "seed": seed}
-        ev.update(_coll("gen", 0, rng))
-        ev.update(_coll("trk", ntrk, rng))
-        ev.update(_coll("clu", nclu, rng))
-        ev.update(_coll("tgt", ntrk + nclu, rng))
-        ev["trk_charge"] = rng.choice([-1, 1], size=ntrk).astype(np.int32)
-        ev["clu_layer"] = rng.integers(1, 4, size=nclu).astype(np.int32)
-        cls = np.concatenate([rng.choice([0, 1, 4, 5], size=ntrk), rng.choice([0, 2, 3], size=nclu)])
-        ev["tgt_cls"] = cls.astype(np.int32)
-        charge = np.concatenate([ev["trk_charge"], np.zeros(nclu, np.int32)])
-        ev["tgt_charge"] = np.where(np.isin(cls, [1, 4, 5]), charge, 0).astype(np.int32)
-        phi = rng.uniform(-np.pi, np.pi, size=ntrk + nclu)
-        ev["tgt_sin_phi"], ev["tgt_cos_phi"] = np.sin(phi).astype("f4"), np.cos(phi).astype("f4")
-        out.append(ev)
-    return out
-
-
-def write_events(path, events: list[dict], per_basket: int = 8) -> None:
-    chunk = io.events_to_awkward(events)
-    with io.EventWriter(path) as w:
-        for a in range(0, len(chunk), per_basket):
-            w.write(chunk[a : a + per_basket])
-
-
-def make_raw_config(tmp_path, **sections) -> dict:
-    raw = {
-        "model": {"name": "test_training:tiny_mlpf", "kwargs": {"width": 16}},
-        "data": {
-            "train": [str(tmp_path / "train.root")],
-            "val": [str(tmp_path / "val.root")],
-            "step_size": 8,
-            "batch_size": 4,
-            "buckets": [8, 16],
-            "shuffle": True,
-        },
-        "optim": {"lr": 1e-2, "epochs": 2, "warmup_steps": 2, "weight_decay": 0.01, "grad_clip": 1.0},
-        "seed": 3,
-        "device": "cpu",
-        "output_dir": str(tmp_path / "run"),
-        "log_every_steps": 1,
-        "progress": False,
-    }
-    for k, v in sections.items():
-        raw[k] = {**raw[k], **v} if isinstance(raw.get(k), dict) else v
-    return raw
+# ---- a training dataset (conftest's synthetic_events) ------------------------------------------------------------
 
 
 @pytest.fixture
-def dataset(tmp_path):
+def dataset(tmp_path, synthetic_events, write_events):
     write_events(tmp_path / "train.root", synthetic_events(24, seed=1))
     write_events(tmp_path / "val.root", synthetic_events(8, seed=2, first_id=1000))
     return tmp_path
@@ -220,7 +120,7 @@ def test_loss_counts_and_empty_selections():
 # ---- config ---------------------------------------------------------------------------------------------------
 
 
-def test_config_yaml_overrides_and_errors(tmp_path):
+def test_config_yaml_overrides_and_errors(tmp_path, make_raw_config):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(make_raw_config(tmp_path)))
     cfg = load_config(p, ["optim.lr=3e-4", "data.batch_size=7", "data.buckets=[16, 32]", "model.kwargs.width=8",
@@ -280,8 +180,8 @@ def test_warmup_cosine_schedule():
 # ---- checkpoints ----------------------------------------------------------------------------------------------
 
 
-def test_checkpoint_weights_only_atomic_and_rng(tmp_path):
-    model = TinyMLPF()
+def test_checkpoint_weights_only_atomic_and_rng(tmp_path, tiny_mlpf):
+    model = tiny_mlpf()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.rand(1, 4, len(EF)), torch.ones(1, 4, dtype=torch.bool))[0].sum().backward()
     opt.step()
@@ -312,7 +212,7 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_train_end_to_end(dataset):
+def test_train_end_to_end(dataset, make_raw_config):
     raw = make_raw_config(dataset, optim={"epochs": 3})
     cfg = load_config(raw=raw)
     untrained_raw = make_raw_config(dataset, optim={"lr": 1e-12, "epochs": 1}, output_dir=str(dataset / "untrained"))
@@ -340,10 +240,10 @@ def test_train_end_to_end(dataset):
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 3
 
 
-def test_resume_is_exact(dataset):
+def test_resume_is_exact(dataset, make_raw_config):
     """N steps uninterrupted == K steps, stop, resume, N - K steps (mid-epoch stop, dropout, shuffling)."""
     n_total, k = 11, 4  # 6 batches per epoch here: K is mid-epoch 0, N is inside epoch 1 (crosses a validation)
-    common = {"model": {"name": "test_training:tiny_mlpf", "kwargs": {"width": 16, "dropout": 0.2}},
+    common = {"model": {"name": "tiny_models:tiny_mlpf", "kwargs": {"width": 16, "dropout": 0.2}},
               "optim": {"epochs": 3, "max_steps": n_total}, "checkpoint_every_steps": 3,
               "snapshot_every_steps": 5}  # fmt: skip
     a = train(load_config(raw=make_raw_config(dataset, output_dir=str(dataset / "a"), **common)))
@@ -380,7 +280,7 @@ def test_resume_is_exact(dataset):
     assert cb["events_seen"] == ca["events_seen"] == steps[-1]["events"]
 
 
-def test_train_command_and_registry_name_error(dataset, capsys):
+def test_train_command_and_registry_name_error(dataset, capsys, make_raw_config):
     p = dataset / "c.yaml"
     p.write_text(yaml.safe_dump(make_raw_config(dataset)))
     train_command(p, ["optim.epochs=1", f"output_dir={dataset / 'cli'}"])
@@ -394,7 +294,7 @@ def test_train_command_and_registry_name_error(dataset, capsys):
             train_command(p, ["model.name=mlpf-transformer", "model.kwargs.no_such_kwarg=1"])
 
 
-def test_precision_on_cpu(dataset):
+def test_precision_on_cpu(dataset, make_raw_config):
     raw = make_raw_config(dataset, precision="bf16", optim={"epochs": 1, "max_steps": 3})
     result = train(load_config(raw=raw))  # bf16 autocast on CPU; weights stay float32
     assert result["step"] == 3 and all(p.dtype == torch.float32 for p in result["model"].parameters())
@@ -403,7 +303,7 @@ def test_precision_on_cpu(dataset):
 
 
 @pytest.mark.parametrize("name", ["mlpf-gnnlsh", "mlpf-transformer"])
-def test_registry_models_train_one_epoch(dataset, name):
+def test_registry_models_train_one_epoch(dataset, name, make_raw_config):
     """The real zoo models plug into the loop (interface: outputs, shapes, physical regression)."""
     models = pytest.importorskip("hepzoo.models")
     if name not in models.list_models():
@@ -416,7 +316,7 @@ def test_registry_models_train_one_epoch(dataset, name):
     assert result["step"] > 0 and math.isfinite(result["val"]["total"])
 
 
-def test_init_weights_fine_tunes_from_checkpoint_or_state_dict(dataset):
+def test_init_weights_fine_tunes_from_checkpoint_or_state_dict(dataset, make_raw_config):
     first = train(load_config(raw=make_raw_config(dataset, optim={"epochs": 1}, output_dir=str(dataset / "a"))))
     trained = ckpt.load_model_weights(dataset / "a" / "last.pt")
     torch.save(trained, dataset / "weights.pt")

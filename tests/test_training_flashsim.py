@@ -25,7 +25,6 @@ from hepzoo.training.config import load_config
 from hepzoo.training.loop import train
 from hepzoo.training.tasks import FlashSimTask, normalization_stats, resolve_family
 
-from test_training import write_events  # noqa: E402  (tests/ is on sys.path)
 
 fd = pytest.importorskip("hepzoo.datasets.flashsim_data")
 N_CTX = {"jet": len(fd.JetContext), "track": len(fd.TrackContext)}
@@ -158,7 +157,7 @@ def flashsim_events(n: int, seed: int = 0, first_id: int = 0) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(tmp_path_factory, write_events):
     d = tmp_path_factory.mktemp("flashsim")
     write_events(d / "train.root", flashsim_events(96, seed=1))
     write_events(d / "val.root", flashsim_events(32, seed=2, first_id=1000))

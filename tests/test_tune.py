@@ -23,7 +23,6 @@ from hepzoo.training.config import load_config
 from hepzoo.training.loop import build_model, train
 from hepzoo.training.tune import Choice, RandInt, _check_space_against, _default_point, load_space
 
-from test_training import make_raw_config, synthetic_events, write_events  # noqa: E402  (tests/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEPZOO = str(Path(sys.executable).with_name("hepzoo"))
@@ -50,7 +49,7 @@ def test_example_configs_and_spaces_validate(name):
         assert space.params and space.mode in ("min", "max")
 
 
-def test_space_format_and_errors(tmp_path):
+def test_space_format_and_errors(tmp_path, make_raw_config):
     ok = {
         "metric": "jet_iqr_over_median",
         "max_epochs": 3,
@@ -112,7 +111,7 @@ def test_space_format_and_errors(tmp_path):
 # ---- the loop's epoch hook -----------------------------------------------------------------------------------
 
 
-def test_on_epoch_end_hook(tmp_path):
+def test_on_epoch_end_hook(tmp_path, synthetic_events, write_events, make_raw_config):
     write_events(tmp_path / "train.root", synthetic_events(16, seed=1))
     write_events(tmp_path / "val.root", synthetic_events(8, seed=2, first_id=1000))
     cfg = load_config(raw=make_raw_config(tmp_path, optim={"epochs": 3}))
@@ -235,7 +234,7 @@ def test_tiny_search_asha_interrupt_resume_and_retrain(events_dir, tmp_path):
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "hz-ray-*"))) == ray_temps
 
 
-def test_cli_help_and_errors(tmp_path):
+def test_cli_help_and_errors(tmp_path, make_raw_config):
     from typer.testing import CliRunner
 
     from hepzoo.cli import app
