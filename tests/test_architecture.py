@@ -166,3 +166,14 @@ def test_the_rules_catch_what_they_forbid():
     for line in ("if family.elements:", 'name = "mlpf-gnnlsh"', 'label == "particleflow"'):
         assert not _SWITCH.search(line), line
     assert _layer("hepzoo.datasets.io") < _layer("hepzoo.runtime.session") < _layer("hepzoo.cli")
+
+
+def test_no_test_module_imports_another():
+    tests = Path(__file__).resolve().parent
+    hits = []
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            hits += [f"{path.name}:{node.lineno}: {n}" for n in names if n.split(".")[-1].startswith("test_")]
+    assert not hits, f"shared test helpers belong in tests/conftest.py (fixtures): {hits}"
