@@ -54,7 +54,8 @@ def run_files_dask(
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=n_workers or min(len(pairs), os.cpu_count() or 1), threads_per_worker=1,
-                               processes=True, dashboard_address=None)
+                               processes=True, dashboard_address=":0")  # any free port: concurrent runs on
+        # one machine must not collide on the default 8787 (dashboard_address=None means that default)
     client = Client(cluster if cluster is not None else scheduler)
     try:
         futures = [
