@@ -60,3 +60,13 @@ if [ -d runs/v3/abl-gnnlsh-nolinks ] && [ -d runs/v3/abl-gnnlsh-noenergyweight ]
     --snapshot runs/v3/abl-gnnlsh-noenergyweight/snapshots/step_0001500.pt \
     --config runs/v3/abl-gnnlsh-noenergyweight/config.yaml --json "$OUT/ablation_v2.json" | tee "$OUT/ablation_v2.md"
 fi
+# 7. five times the training data (session 6, zoo/mlpf-v4-recipe.sh: data/v4 at SCALE=1, checkpoints/mlpf-v4):
+#    the /3 weights against the full-data fine-tune at the same decoding, and the run's learning curve
+$PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${ABL_N:-1000}" \
+  --snapshot checkpoints/mlpf-v3/gnnlsh_last.pt --config configs/zoo/mlpf-gnnlsh-3.yaml \
+  --snapshot checkpoints/mlpf-v4/gnnlsh_last.pt --config configs/zoo/mlpf-gnnlsh-4.yaml \
+  --json "$OUT/ablation_v4.json" | tee "$OUT/ablation_v4.md"
+if [ -d runs/v4/mlpf-gnnlsh ]; then
+  $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${LC_N:-300}" \
+    --run runs/v4/mlpf-gnnlsh | tee "$OUT/learning_curve_v4.md"
+fi
