@@ -26,12 +26,13 @@ import awkward as ak
 import numpy as np
 
 from hepzoo.datasets.ragged import pad, unpad
-from hepzoo.export.card import CARD, ModelCard, load_card
+from hepzoo.export.card import CARD, ModelCard
 from hepzoo.models.families import Family, ObjectKind, families, get_family
 from hepzoo.models.mlpf_decode import CHARGED_CLASSES, decode_charge  # noqa: F401  (re-exported)
 
 from .backends import Backend, create_backend
 from .batcher import DynamicBatcher
+from .release import verify_release
 from .checks import check_collections, check_elements, check_outputs, check_track_charges
 from .limits import allocation_error, check_event_sizes, is_allocation_failure
 
@@ -112,15 +113,9 @@ class Session:
         recorded sha256. ``backend``: a backend name or ``"auto"``; ``buckets`` overrides the card's size
         buckets (each a multiple of the element granularity).
         """
-        folder = resolve_release_dir(name_or_path, version).resolve()
-        unverified = load_card(folder, verify_onnx=False)
-        onnx_path = (folder / unverified.onnx.file).resolve()
-        if not onnx_path.is_relative_to(folder):
-            raise ValueError(
-                f"{folder / CARD}: onnx.file {unverified.onnx.file!r} points outside the release folder {folder}"
-            )
-        card = load_card(folder)  # checks the sha256 of model.onnx (error names the file)
-        return cls(card, folder, create_backend(backend, onnx_path, intra_op_threads=intra_op_threads), buckets)
+        release = verify_release(resolve_release_dir(name_or_path, version))
+        backend_ = create_backend(backend, release, intra_op_threads=intra_op_threads)  # gets the verified release
+        return cls(release.card, release.folder, backend_, buckets)
 
     @property
     def backend_name(self) -> str:

@@ -138,3 +138,28 @@ def test_export_records_what_the_released_cards_record():
 
     for release in RELEASES:
         assert artifact_files(release.path) == load_card(release.path).files, release.path
+
+
+def test_backends_are_built_from_a_verified_release_only(tmp_path):
+    """create_backend verifies a path it is given (card, folder containment, sha256) before any backend reads it,
+    and Session.load hands the backend the verified release (card and folder together)."""
+    from hepzoo.runtime.backends import create_backend
+    from hepzoo.runtime.release import VerifiedRelease, verify_release
+
+    release = next(r for r in V1 if r.name == "flashsim-jet")
+    folder = _copy(release, tmp_path)
+    verified = verify_release(folder)
+    assert isinstance(verified, VerifiedRelease) and verified.card.name == release.name
+    assert verified.onnx_path == folder.resolve() / "model.onnx"
+    assert create_backend("onnxruntime-cpu", folder / "model.onnx").name == "onnxruntime-cpu"
+    onnx = folder / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")  # one byte appended: the sha256 no longer matches
+    for target in (onnx, folder, folder / CARD):
+        with pytest.raises(IntegrityError) as err:
+            create_backend("onnxruntime-cpu", target)
+        assert "model.onnx" in _single_line(str(err.value))
+    card = json.loads((folder / CARD).read_text())
+    card["onnx"]["file"] = "../escape.onnx"
+    (folder / CARD).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="outside the release folder"):
+        verify_release(folder)

@@ -166,9 +166,9 @@ def test_auto_skips_a_backend_that_cannot_serve_the_model(tmp_path, monkeypatch)
     folder = _copy_release(release, tmp_path, with_weights=False)
     calls = []
 
-    def torch_on_cpu(onnx_path, intra_op_threads=1):
-        calls.append(Path(onnx_path))
-        return TorchBackend(Path(onnx_path).parent, device="cpu")
+    def torch_on_cpu(release, intra_op_threads=1):  # factories receive the verified release
+        calls.append(release.onnx_path)
+        return TorchBackend(release.folder, device="cpu")
 
     monkeypatch.setitem(backends_mod.BACKENDS, "torch-cuda", (lambda: True, torch_on_cpu))
     assert available_backends()[0] == "torch-cuda"
@@ -189,7 +189,7 @@ def test_auto_skips_a_backend_that_cannot_serve_the_model(tmp_path, monkeypatch)
         Session.load(folder)
 
 
-def _unavailable(onnx_path, intra_op_threads=1):
+def _unavailable(release, intra_op_threads=1):
     raise BackendUnavailable("not today")
 
 
@@ -201,9 +201,9 @@ def test_bench_gives_torch_the_release_folder(monkeypatch):
 
     seen = []
 
-    def torch_on_cpu(onnx_path, intra_op_threads=1):
-        seen.append(Path(onnx_path))
-        return TorchBackend(Path(onnx_path).parent, device="cpu")
+    def torch_on_cpu(release, intra_op_threads=1):  # factories receive the verified release
+        seen.append(release.onnx_path)
+        return TorchBackend(release.folder, device="cpu")
 
     monkeypatch.setitem(backends_mod.BACKENDS, "torch-cuda", (lambda: True, torch_on_cpu))
     assert "torch-cuda" in resolve_backends(["torch-cuda"])
@@ -211,7 +211,7 @@ def test_bench_gives_torch_the_release_folder(monkeypatch):
     point = Point(release.name, release.version, "mlpf", HEPZOO, "torch-cuda", "elements", 1, 128)
     inputs = _inputs(release, 1, 128, seed=5)
     got = build_call(point, inputs, 1)()
-    assert seen == [release.path / "model.onnx"] and (seen[0].parent / "weights.pt").is_file()
+    assert seen == [(release.path / "model.onnx").resolve()] and (seen[0].parent / "weights.pt").is_file()
     _assert_close(got, OnnxRuntimeCPUBackend(release.path / "model.onnx").run(inputs), inputs,
                   load_card(release.path).tolerance, "bench torch")
 

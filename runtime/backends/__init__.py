@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..release import VerifiedRelease, release_folder_of, verify_release
 from .base import Backend, BackendUnavailable
 
 __all__ = [
@@ -39,10 +40,10 @@ def _onnxruntime_cpu_available() -> bool:
     return "CPUExecutionProvider" in ort.get_available_providers()
 
 
-def _onnxruntime_cpu_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+def _onnxruntime_cpu_backend(release: VerifiedRelease, intra_op_threads: int = 1) -> Backend:
     from .ort_cpu_backend import OnnxRuntimeCPUBackend
 
-    return OnnxRuntimeCPUBackend(onnx_path, intra_op_threads=intra_op_threads)
+    return OnnxRuntimeCPUBackend(release.onnx_path, intra_op_threads=intra_op_threads)
 
 
 def _numba_available() -> bool:
@@ -54,10 +55,10 @@ def _numba_available() -> bool:
     return True
 
 
-def _numba_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+def _numba_backend(release: VerifiedRelease, intra_op_threads: int = 1) -> Backend:
     from ..numba import NumbaBackend
 
-    return NumbaBackend(onnx_path, intra_op_threads=intra_op_threads)
+    return NumbaBackend(release.onnx_path, intra_op_threads=intra_op_threads)
 
 
 def _torch_cuda_available() -> bool:
@@ -68,10 +69,10 @@ def _torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _torch_cuda_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+def _torch_cuda_backend(release: VerifiedRelease, intra_op_threads: int = 1) -> Backend:
     from .torch_backend import TorchBackend
 
-    return TorchBackend(Path(onnx_path).parent, device="cuda")  # the release folder: config.yaml + weights.pt
+    return TorchBackend(release.folder, device="cuda")  # the release folder: config.yaml + weights.pt
 
 
 def _onnxruntime_cuda_available() -> bool:
@@ -82,10 +83,10 @@ def _onnxruntime_cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def _onnxruntime_cuda_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+def _onnxruntime_cuda_backend(release: VerifiedRelease, intra_op_threads: int = 1) -> Backend:
     from .ort_cuda_backend import OnnxRuntimeCUDABackend
 
-    return OnnxRuntimeCUDABackend(onnx_path, intra_op_threads=intra_op_threads)
+    return OnnxRuntimeCUDABackend(release.onnx_path, intra_op_threads=intra_op_threads)
 
 
 def _tensorrt_available() -> bool:
@@ -94,13 +95,13 @@ def _tensorrt_available() -> bool:
     return tensorrt_available()
 
 
-def _tensorrt_backend(onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
+def _tensorrt_backend(release: VerifiedRelease, intra_op_threads: int = 1) -> Backend:
     from .tensorrt_backend import TensorRTBackend
 
-    return TensorRTBackend(onnx_path)
+    return TensorRTBackend(release.onnx_path, card=release.card)
 
 
-# name -> (is it usable here?, factory(onnx_path, intra_op_threads))
+# name -> (is it usable here?, factory(verified release, intra_op_threads))
 BACKENDS: dict[str, tuple[Callable[[], bool], Callable[..., Backend]]] = {
     "tensorrt": (_tensorrt_available, _tensorrt_backend),
     "onnxruntime-cuda": (_onnxruntime_cuda_available, _onnxruntime_cuda_backend),
@@ -122,8 +123,13 @@ def available_backends() -> list[str]:
     return [name for name in PRIORITY if name in BACKENDS and BACKENDS[name][0]()]
 
 
-def create_backend(name: str, onnx_path: str | Path, intra_op_threads: int = 1) -> Backend:
-    """``name`` is a backend name or ``"auto"`` (the best available one)."""
+def create_backend(name: str, release: VerifiedRelease | str | Path, intra_op_threads: int = 1) -> Backend:
+    """``name`` is a backend name or ``"auto"`` (the best available one). ``release``: a
+    :class:`~hepzoo.runtime.release.VerifiedRelease` (what ``Session.load`` passes), or a release folder / its
+    ``card.json`` / its ONNX file, which is verified here first (card, path inside the folder, sha256)."""
+    if not isinstance(release, VerifiedRelease):
+        release = verify_release(release_folder_of(release))
+    onnx_path = release.onnx_path
     available = available_backends()
     if name == "auto":
         if not available:
@@ -131,7 +137,7 @@ def create_backend(name: str, onnx_path: str | Path, intra_op_threads: int = 1) 
         skipped = []
         for candidate in available:  # the best one that can serve this model
             try:
-                return BACKENDS[candidate][1](onnx_path, intra_op_threads=intra_op_threads)
+                return BACKENDS[candidate][1](release, intra_op_threads=intra_op_threads)
             except BackendUnavailable as error:
                 skipped.append(f"{candidate}: {error}")
         raise RuntimeError(f"no available backend can run {onnx_path}: {'; '.join(skipped)}")
@@ -139,4 +145,4 @@ def create_backend(name: str, onnx_path: str | Path, intra_op_threads: int = 1) 
         why = "not available on this machine" if name in BACKENDS else "unknown"
         hint = f" ({_HINTS[name]})" if name in _HINTS else ""
         raise ValueError(f"backend {name!r} is {why}{hint}; available backends: {available} (or 'auto')")
-    return BACKENDS[name][1](onnx_path, intra_op_threads=intra_op_threads)
+    return BACKENDS[name][1](release, intra_op_threads=intra_op_threads)

@@ -26,12 +26,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hepzoo.datasets.atomic import write_bytes_atomic
 
 from .base import Backend, BackendUnavailable
+
+if TYPE_CHECKING:
+    from hepzoo.export.card import ModelCard
 
 __all__ = [
     "Profile",
@@ -181,7 +185,8 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, onnx_path: str | Path, precision: str = "auto", group: int = 1, max_batch: int = 32,
-                 cache_dir: str | Path | None = None, workspace_gb: float = 8.0, device: int = 0):
+                 cache_dir: str | Path | None = None, workspace_gb: float = 8.0, device: int = 0,
+                 card: ModelCard | None = None):
         if precision not in ("auto", "fp16", "fp32"):
             raise ValueError(f"precision must be auto, fp16 or fp32, got {precision!r}")
         if not tensorrt_available():
@@ -193,7 +198,8 @@ class TensorRTBackend(Backend):
         from hepzoo.export.zoo import sha256_of
 
         self.onnx_path = Path(onnx_path)
-        self.card = load_card(self.onnx_path.parent, verify_onnx=False)
+        # the verified release's card (create_backend passes it); read next to the file only when built directly
+        self.card = card if card is not None else load_card(self.onnx_path.parent, verify_onnx=False)
         self.profiles = build_profiles(self.card, group=group, max_batch=max_batch)
         self.device = torch.device("cuda", device)
         self._stream = torch.cuda.Stream(self.device)
