@@ -1,4 +1,4 @@
-"""Object tables for the flash-simulation models, and a streaming torch dataset over them.
+"""Object tables for the flash-simulation models (torch-free; the streaming torch dataset is flashsim_loader).
 
 A flash-sim model maps a *generator-level object* (its ``context``) to the reconstructed object it becomes:
 whether it is reconstructed at all (``matched``, trained as an efficiency) and, if so, its reconstructed
@@ -27,7 +27,7 @@ chunk. Everything is vectorised over the flat content of the chunk (no per-event
 Angles: Δφ is wrapped into [-π, π). Discrete target columns (:data:`JET_DISCRETE_TARGETS`) hold integers
 as floats; the model dequantises them for training and rounds its samples.
 
-:class:`FlashSimDataset` streams batches ``dict(context [B,C] float32, matched [B] bool, target [B,D]
+:class:`hepzoo.datasets.flashsim_loader.FlashSimDataset` streams batches ``dict(context [B,C] float32, matched [B] bool, target [B,D]
 float32)`` from schema files, sharded over DDP ranks x DataLoader workers like
 :class:`hepzoo.datasets.loader.MLPFDataset` (work unit = an entry range of one file).
 """
@@ -35,17 +35,13 @@ float32)`` from schema files, sharded over DDP ranks x DataLoader workers like
 from __future__ import annotations
 
 import enum
-import math
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import awkward as ak
 import numpy as np
-import torch
 
 from hepzoo.datasets import io, schema
-from hepzoo.datasets.loader import consumer_shard
 
 __all__ = [
     "JetContext",
@@ -54,7 +50,6 @@ __all__ = [
     "TrackTarget",
     "KINDS",
     "KindTables",
-    "FlashSimDataset",
     "jet_table",
     "track_table",
     "normalization_stats",
@@ -403,80 +398,3 @@ def normalization_stats(table: dict[str, np.ndarray]) -> tuple[np.ndarray, np.nd
         return x.mean(axis=0).astype(np.float32), np.where(s > 1e-6, s, 1.0).astype(np.float32)
 
     return (*ms(c), *ms(t))
-
-
-# ---- torch dataset -------------------------------------------------------------------------------------
-
-
-class FlashSimDataset(torch.utils.data.IterableDataset):
-    """Streams flash-sim batches ``dict(context [B,C] float32, matched [B] bool, target [B,D] float32)``.
-
-    ``paths``: files or glob patterns; ``kind``: ``"jet"`` or ``"track"`` (:data:`KINDS`); ``step_size``:
-    events per work unit (an entry range of one file, read with :func:`hepzoo.datasets.io.read_range`);
-    ``batch_size``: at most this many objects per batch (batches never span work units; the last of a unit
-    may be short). ``shuffle``: permute the work units and the objects within each unit, reproducibly from
-    ``seed`` and the epoch (:meth:`set_epoch`). Work units are dealt round-robin over DDP ranks x
-    DataLoader workers (use ``DataLoader(ds, batch_size=None)``).
-    """
-
-    def __init__(
-        self,
-        paths: str | Path | Sequence[str | Path],
-        kind: str = "jet",
-        *,
-        step_size: int = 1000,
-        batch_size: int = 1024,
-        shuffle: bool = False,
-        seed: int = 0,
-    ):
-        super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"FlashSimDataset: kind must be one of {sorted(KINDS)}, got {kind!r}")
-        if step_size <= 0 or batch_size <= 0:
-            raise ValueError("step_size and batch_size must be positive")
-        self.kind = kind
-        self.table_fn, self.collections = KINDS[kind].table, KINDS[kind].collections
-        self.files = io.expand_paths(paths)
-        self.step_size = int(step_size)
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.units: list[tuple[Path, int, int]] = []
-        for f in self.files:  # validates every file's metadata up front
-            n = io.num_entries(f)
-            self.units.extend((f, s, min(s + self.step_size, n)) for s in range(0, n, self.step_size))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        me, n_consumers = consumer_shard()
-        units = list(self.units)
-        rng = None
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
-            units = [units[i] for i in order]
-            rng = np.random.default_rng([self.seed, self.epoch, me])
-        for path, start, stop in units[me::n_consumers]:
-            chunk = io.read_range(path, start, stop, collections=list(self.collections))
-            yield from table_batches(self.table_fn(chunk), self.batch_size, rng)
-
-    def approx_num_batches(self, objects_per_event: float = 1.0) -> int:
-        """Rough count for progress bars (objects per event is not known before reading)."""
-        return sum(math.ceil((b - a) * objects_per_event / self.batch_size) for _, a, b in self.units)
-
-
-def table_batches(
-    table: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator | None = None
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Cut a table into batches of at most ``batch_size`` rows (rows permuted by ``rng`` when given)."""
-    n = len(table["matched"])
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    for i in range(0, n, batch_size):
-        idx = order[i : i + batch_size]
-        yield {
-            "context": torch.from_numpy(np.ascontiguousarray(table["context"][idx], np.float32)),
-            "matched": torch.from_numpy(np.ascontiguousarray(table["matched"][idx], bool)),
-            "target": torch.from_numpy(np.ascontiguousarray(table["target"][idx], np.float32)),
-        }

@@ -19,9 +19,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
+
+if TYPE_CHECKING:  # torch is needed to read or write weights, not to find a release (the runtime runs without it)
+    import torch
 
 WEIGHTS = "weights.pt"
 CONFIG = "config.yaml"
@@ -57,6 +60,8 @@ class Release:
         return json.loads(file.read_text()) if file.exists() else {}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        import torch
+
         return torch.load(self.path / WEIGHTS, map_location="cpu", weights_only=True)
 
     def build_model(self) -> torch.nn.Module:
@@ -124,6 +129,8 @@ def create_release(
 
     Written into a temporary folder and renamed, so a failed release leaves nothing half-written.
     """
+    import torch
+
     from hepzoo.training.checkpoint import load_model_weights
 
     root = root or zoo_root()

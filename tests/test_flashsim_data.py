@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hepzoo.datasets import flashsim_data as fd
+from hepzoo.datasets.flashsim_loader import FlashSimDataset
 from hepzoo.datasets import io, schema
 
 JC, JT, TC, TT = fd.JetContext, fd.JetTarget, fd.TrackContext, fd.TrackTarget
@@ -174,7 +175,7 @@ def test_dataset_matches_table_and_shuffles(tmp_path, kind):
     table_fn = fd.KINDS[kind][0]
     full = table_fn(io.events_to_awkward(evs))
     ref = np.concatenate([full["context"], full["matched"][:, None], full["target"]], axis=1)
-    ds = fd.FlashSimDataset(str(tmp_path / "*.root"), kind, step_size=2, batch_size=3)
+    ds = FlashSimDataset(str(tmp_path / "*.root"), kind, step_size=2, batch_size=3)
     batches = list(ds)
     for b in batches:
         assert b["context"].dtype == torch.float32 and b["matched"].dtype == torch.bool
@@ -182,7 +183,7 @@ def test_dataset_matches_table_and_shuffles(tmp_path, kind):
         assert b["context"].shape[1] == len(fd.KINDS[kind].context_names)
     np.testing.assert_array_equal(_rows(batches), ref)  # in order, without shuffling
 
-    sh = fd.FlashSimDataset(str(tmp_path / "*.root"), kind, step_size=2, batch_size=3, shuffle=True, seed=7)
+    sh = FlashSimDataset(str(tmp_path / "*.root"), kind, step_size=2, batch_size=3, shuffle=True, seed=7)
     a, a2 = _rows(list(sh)), _rows(list(sh))
     sh.set_epoch(1)
     b = _rows(list(sh))
@@ -199,14 +200,14 @@ def test_dataset_matches_table_and_shuffles(tmp_path, kind):
 def test_dataset_workers_shard(tmp_path):
     evs = [dict(e, event_id=100 + i) for i, e in enumerate(tiny_events() * 4)]
     _write(tmp_path / "w.root", evs, [0, 12])
-    ds = fd.FlashSimDataset(tmp_path / "w.root", "track", step_size=2, batch_size=4)
+    ds = FlashSimDataset(tmp_path / "w.root", "track", step_size=2, batch_size=4)
     ref = _rows(list(ds))
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
     got = _rows(list(dl))
     assert got.shape == ref.shape
     np.testing.assert_array_equal(got[np.lexsort(got.T[::-1])], ref[np.lexsort(ref.T[::-1])])
     with pytest.raises(ValueError, match="kind must be one of"):
-        fd.FlashSimDataset(tmp_path / "w.root", "calo")
+        FlashSimDataset(tmp_path / "w.root", "calo")
 
 
 def test_tables_on_generated_events(tmp_path):

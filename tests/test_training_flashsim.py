@@ -27,6 +27,7 @@ from hepzoo.training.tasks import FlashSimTask, normalization_stats, resolve_fam
 
 
 fd = pytest.importorskip("hepzoo.datasets.flashsim_data")
+from hepzoo.datasets.flashsim_loader import FlashSimDataset, table_batches  # noqa: E402
 N_CTX = {"jet": len(fd.JetContext), "track": len(fd.TrackContext)}
 N_TGT = {"jet": len(fd.JetTarget), "track": len(fd.TrackTarget)}
 REPO = Path(__file__).parents[1]
@@ -98,7 +99,7 @@ class TableDataset(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         table = {"context": self.context, "matched": self.matched, "target": self.target}
-        yield from fd.table_batches(table, self.batch_size)
+        yield from table_batches(table, self.batch_size)
 
 
 # ---- synthetic events ---------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def test_flashsim_train_end_to_end(data_dir, kind, model):
     assert result["val"]["eff"] < untrained["eff"]  # learns the pT dependence of the efficiency
 
     # normalisation from the training rows (context: all rows, target: matched rows), stored in checkpoints
-    ds = fd.FlashSimDataset([str(data_dir / "train.root")], kind, step_size=16, batch_size=10**6)
+    ds = FlashSimDataset([str(data_dir / "train.root")], kind, step_size=16, batch_size=10**6)
     tab = {k: torch.cat([b[k] for b in ds]) for k in ("context", "matched", "target")}
     tgt = tab["target"][tab["matched"]].double()
     state = ckpt.load_model_weights(data_dir / out / "last.pt")

@@ -66,7 +66,7 @@ class DataConfig(_Section):
         None,
         description="flash-sim only: 'package.module:factory' building the training/validation dataset with "
         "FlashSimDataset's signature (paths, kind=, step_size=, batch_size=, shuffle=, seed=); "
-        "null = hepzoo.datasets.flashsim_data.FlashSimDataset",
+        "null = hepzoo.datasets.flashsim_loader.FlashSimDataset",
     )
 
     @field_validator("train", "val", mode="before")

@@ -220,7 +220,7 @@ def _flashsim_dataset_factory(spec: str | None) -> Callable[..., Any]:
     if spec is not None:
         return _import_factory(spec, "data.dataset")
     try:
-        from hepzoo.datasets.flashsim_data import FlashSimDataset
+        from hepzoo.datasets.flashsim_loader import FlashSimDataset
     except ImportError as err:  # pragma: no cover - the data module ships with the flash-sim models
         raise ValueError(f"flash-sim training needs hepzoo.datasets.flashsim_data ({err})") from None
     return FlashSimDataset

@@ -123,7 +123,7 @@ def _pf_per_element(events: ak.Array, counts_trk: np.ndarray, counts_clu: np.nda
 
 def diagnose(events: ak.Array, predict: Predict) -> dict:
     """The diagnosis tables (see the module docstring) of one model on ``events``."""
-    from hepzoo.datasets.loader import element_counts, element_features
+    from hepzoo.datasets.elements import element_counts, element_features
 
     features, offsets = element_features(events)
     counts = np.diff(offsets)

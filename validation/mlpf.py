@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from hepzoo.datasets.jets import antikt_jets
-from hepzoo.datasets.loader import element_features
+from hepzoo.datasets.elements import element_features
 from hepzoo.datasets.ragged import DEFAULT_BUCKETS, group_by_bucket, pad
 from hepzoo.datasets.schema import TargetClass
 from hepzoo.models.mlpf_decode import CHARGE_CLASSES, REGRESSION_FEATURES, decode_candidates

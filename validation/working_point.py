@@ -169,7 +169,7 @@ def format_working_point(result: dict, label: str) -> str:
 
 
 def working_point(events: ak.Array, predict: Predict) -> dict:
-    from hepzoo.datasets.loader import element_features
+    from hepzoo.datasets.elements import element_features
 
     features, offsets = element_features(events)
     return choose_offsets(events, predict(features, offsets), np.diff(offsets))
