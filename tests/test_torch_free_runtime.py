@@ -58,3 +58,16 @@ def test_both_families_run_without_torch(ci_sample):
         assert len(rows) == len(without[name]) and sum(len(r) for r in rows) > 0, name
         for a, b in zip(rows, without[name], strict=True):
             np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=name)
+
+
+def test_a_named_cpu_backend_does_not_import_torch_where_it_is_installed(ci_sample):
+    """Loading with an explicit ONNX Runtime backend probes only that backend (probing the GPU backends would
+    import torch, seconds of start-up for a job that never uses it)."""
+    script = (
+        "import sys; from hepzoo.datasets import io; from hepzoo.runtime import Session; "
+        "s = Session.load('mlpf-gnnlsh', version='3', backend='onnxruntime-cpu'); "
+        f"s.run(io.read_range({str(ci_sample)!r}, 0, 3)); print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"

@@ -130,6 +130,8 @@ def create_backend(name: str, release: VerifiedRelease | str | Path, intra_op_th
     if not isinstance(release, VerifiedRelease):
         release = verify_release(release_folder_of(release))
     onnx_path = release.onnx_path
+    if name in BACKENDS and BACKENDS[name][0]():  # a named backend: probe only it (probing the GPU ones imports torch)
+        return BACKENDS[name][1](release, intra_op_threads=intra_op_threads)
     available = available_backends()
     if name == "auto":
         if not available:
@@ -141,8 +143,6 @@ def create_backend(name: str, release: VerifiedRelease | str | Path, intra_op_th
             except BackendUnavailable as error:
                 skipped.append(f"{candidate}: {error}")
         raise RuntimeError(f"no available backend can run {onnx_path}: {'; '.join(skipped)}")
-    if name not in available:
-        why = "not available on this machine" if name in BACKENDS else "unknown"
-        hint = f" ({_HINTS[name]})" if name in _HINTS else ""
-        raise ValueError(f"backend {name!r} is {why}{hint}; available backends: {available} (or 'auto')")
-    return BACKENDS[name][1](release, intra_op_threads=intra_op_threads)
+    why = "not available on this machine" if name in BACKENDS else "unknown"
+    hint = f" ({_HINTS[name]})" if name in _HINTS else ""
+    raise ValueError(f"backend {name!r} is {why}{hint}; available backends: {available} (or 'auto')")
