@@ -34,6 +34,7 @@ from pathlib import Path
 __all__ = [
     "atomic_output",
     "fsync_file",
+    "publish",
     "remove_stale_temporaries",
     "replace_directory",
     "temporary_path",
@@ -90,6 +91,15 @@ def fsync_file(path: str | os.PathLike) -> None:
         os.fsync(fh.fileno())
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, fsync: bool = False) -> Path:
+    """Make the completed temporary ``tmp`` (from :func:`temporary_path`) visible as ``path``: fsync it when
+    ``fsync``, then rename it over ``path`` in one step. The writers above and the ROOT writer all end here."""
+    if fsync:
+        fsync_file(tmp)
+    os.replace(tmp, path)
+    return Path(path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Path]:
     """Yield a unique temporary path next to ``path`` (its folder is created); write the file there.
@@ -105,9 +115,7 @@ def atomic_output(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[P
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{path}: the writer left no file at its temporary path {tmp.name}")
-        if fsync:
-            fsync_file(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path, fsync=fsync)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

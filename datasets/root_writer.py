@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import uproot
 
-from hepzoo.datasets.atomic import fsync_file, temporary_path
+from hepzoo.datasets.atomic import publish, temporary_path
 
 __all__ = ["ACTIVE_TEMPORARIES", "AtomicTreeFile", "branch_types"]
 
@@ -95,8 +95,7 @@ class AtomicTreeFile:
         try:
             self._file[meta_key] = json.dumps(record, sort_keys=True, default=str)
             self._file.close()
-            fsync_file(self.tmp)
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path, fsync=True)
         except BaseException:
             self.abort()
             raise

@@ -12,7 +12,6 @@ a failure at any step leaves neither behind (nor a previous pair half-replaced).
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import subprocess
 import warnings
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hepzoo.datasets.atomic import temporary_path
+from hepzoo.datasets.atomic import publish, temporary_path
 from hepzoo.export.card import (
     CARD,
     ModelCard,
@@ -237,9 +236,9 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
         )
         write_card(card, tmp_card)
         # both files are complete: move them in (model first; the card that describes it last)
-        os.replace(tmp_onnx, onnx_path)
+        publish(tmp_onnx, onnx_path)
         moved = True
-        os.replace(tmp_card, card_path)
+        publish(tmp_card, card_path)
     except BaseException:
         for tmp in (tmp_onnx, tmp_card):
             tmp.unlink(missing_ok=True)

@@ -47,7 +47,7 @@ def _release(root, model_name: str, version: str = "1"):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.03 * torch.randn(p.shape, generator=g))
-        if get_spec(model_name).family == "flashsim":
+        if get_spec(model_name).family.generative:
             ctx = get_spec(model_name).make_inputs(256, 0, seed=2)["context"]
             D = len(model.target_names)
             model.set_normalization(ctx.mean(0), ctx.std(0), torch.randn(D, generator=g), torch.rand(D, generator=g) + 0.5)
@@ -102,7 +102,7 @@ def test_export_writes_valid_card(model_name, exported):
     for p in card.parity:
         assert p.passed and p.max_violation <= 0
         assert p.max_abs_diff <= card.tolerance.atol + card.tolerance.rtol * 1e3
-    if spec.family == "mlpf":
+    if spec.family.elements:
         assert "embedded in the graph" in card.preprocessing
         assert card.element_granularity == MODELS[model_name].get("bin_size", 1)
         assert card.noise_inputs == [] and card.size_buckets == [b for b in DEFAULT_BUCKETS if b % card.element_granularity == 0]
@@ -121,7 +121,7 @@ def test_ort_matches_torch_at_a_third_size(model_name, exported):
     release, onnx_path, card = exported[model_name]
     spec, model = get_spec(model_name), release.build_model()
     g = card.element_granularity
-    batch, n = ((4, 3 * g) if g > 1 else (4, 23)) if spec.family == "mlpf" else (5, 0)
+    batch, n = ((4, 3 * g) if g > 1 else (4, 23)) if spec.family.elements else (5, 0)
     assert (batch, n or None) not in {(p.batch, p.n_elements) for p in card.parity}
     inputs = spec.export.make_inputs(batch, n, 7)  # the release's granularity may differ from the default
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_ort_matches_torch_at_a_third_size(model_name, exported):
     for t, arr in zip(spec.outputs, got, strict=True):
         out, r = torch.from_numpy(arr), ref[t.name]
         assert out.shape == r.shape
-        if spec.family == "mlpf" and len(t.shape) == 3:
+        if spec.family.elements and len(t.shape) == 3:
             out, r = out[inputs["mask"]], r[inputs["mask"]]
         torch.testing.assert_close(out, r, atol=card.tolerance.atol, rtol=card.tolerance.rtol, msg=t.name)
 

@@ -22,6 +22,7 @@ from hepzoo.datasets import schema
 from hepzoo.export.card import load_card
 from hepzoo.export.zoo import list_releases
 from hepzoo.models import get_spec
+from hepzoo.models.families import get_family
 from hepzoo.runtime import NumbaBackend, Session, available_backends
 from hepzoo.runtime.numba.kernels import attention, indexing, reduce, reference, rowwise
 from hepzoo.runtime.numba import GraphRunError, UnsupportedModelError, plan_graph
@@ -465,7 +466,7 @@ def test_bad_inputs_name_the_tensor_or_node(tmp_path):
 
 
 def _sizes(card) -> list[tuple[int, int]]:
-    if card.family == "mlpf":
+    if get_family(card.family).elements:
         g = card.element_granularity
         return [(1, g), (3, 4 * g), (3, 5 * g)]  # 64, 256 and the non-bucket 320 for the zoo's granularity 64
     return [(1, 0), (7, 0), (1000, 0)]
@@ -514,7 +515,7 @@ def test_session_end_to_end_matches_onnxruntime(name, make_events):
     ref = Session.load(name, backend="onnxruntime-cpu")
     assert sess.backend_name == "numba" and "numba" in available_backends()
     tol = sess.card.tolerance
-    if sess.card.family == "mlpf":
+    if sess.family.elements:
         events = make_events([3, 0, 40, 7], [5, 0, 90, 2], seed=2)
         got, want = sess.run(events, keep_empty=True, probabilities=True), ref.run(events, keep_empty=True, probabilities=True)
         assert ak.to_list(ak.num(got)) == [8, 0, 130, 9]
@@ -744,12 +745,12 @@ def test_compiled_path_matches_interpreter_and_onnxruntime(release_both_paths):
     and keep the interpreter. Every release: compiled vs interpreted vs ONNX Runtime at batch 1, 7, 100, 1000
     (MLPF: events of 64 elements)."""
     card, compiled, interp, session = release_both_paths
-    assert (compiled.compiled is not None) == (card.family == "flashsim"), card.name
+    assert (compiled.compiled is not None) == (not get_family(card.family).elements), card.name
     spec = get_spec(card.provenance.model)
     tol = card.tolerance
     mask_name = next((t.name for t in card.inputs if t.dtype == "bool"), None)
-    for batch in _BATCHES if card.family == "flashsim" else [1, 7]:
-        n = card.element_granularity if card.family == "mlpf" else 0
+    for batch in _BATCHES if not get_family(card.family).elements else [1, 7]:
+        n = card.element_granularity if get_family(card.family).elements else 0
         inputs = {k: v.numpy() for k, v in spec.make_inputs(batch, n, seed=batch + 5).items()}
         ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs), strict=True))
         got, want = compiled.run(inputs), interp.run(inputs)

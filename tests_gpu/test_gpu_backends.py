@@ -19,6 +19,7 @@ if not torch.cuda.is_available():
 
 from hepzoo.export.card import load_card  # noqa: E402
 from hepzoo.export.zoo import list_releases  # noqa: E402
+from hepzoo.models.families import get_family  # noqa: E402
 from hepzoo.models import get_spec  # noqa: E402
 from hepzoo.runtime import OnnxRuntimeCPUBackend, Session, available_backends  # noqa: E402
 from hepzoo.runtime.backends.torch_backend import TorchBackend  # noqa: E402
@@ -84,7 +85,7 @@ def test_pipelined_chunks_match(release):
     rel, card, reference = release
     for graphs in (True, False):
         backend = TorchBackend(rel.path, device="cuda", pipeline_chunk=4, cuda_graphs=graphs)
-        batch, n = (13, 128) if card.family == "mlpf" else (1003, 0)
+        batch, n = (13, 128) if get_family(card.family).elements else (1003, 0)
         for seed in (5, 6):
             inputs = _inputs(rel, batch, n, seed=seed)
             _assert_close(backend.run(inputs), reference.run(inputs), inputs, card.tolerance.atol, card.tolerance.rtol,
@@ -146,7 +147,7 @@ def test_batcher_under_concurrent_callers(release, backend):
     batcher = sess.start_batcher(max_batch=32, max_delay=0.005)
     rng = np.random.default_rng(11)
     tol = card.tolerance
-    if card.family == "mlpf":
+    if get_family(card.family).elements:
         spec = get_spec(rel.config["model"]["name"])
         events = []
         for i in range(64):
@@ -177,7 +178,7 @@ def test_batcher_under_concurrent_callers(release, backend):
     assert not errors, errors
     assert batcher.requests == len(requests) and batcher.calls <= len(requests)
     for (payload, seed), got in zip(requests, results, strict=True):
-        if card.family == "mlpf":
+        if get_family(card.family).elements:
             want = ref.run_elements(payload, np.array([0, len(payload)]))
         else:
             want = ref.sample(payload, seed=seed)
