@@ -182,15 +182,21 @@ class DetectorConfig:
         out = 0.5 * (lo + hi)
         return out if out.ndim else float(out)
 
-    def em_resolution(self, e: np.ndarray | float, eta: float = 0.0) -> np.ndarray | float:
-        """Relative EM resolution of the deposit (stochastic (+) constant; cell noise comes on top)."""
-        a, c = (self.ecal_a_barrel, self.ecal_c_barrel) if abs(eta) < self.ecal_barrel_eta_max else (
-            self.ecal_a_endcap, self.ecal_c_endcap)
+    def em_resolution(self, e: np.ndarray | float, eta: np.ndarray | float = 0.0) -> np.ndarray | float:
+        """Relative EM resolution of the deposit (stochastic (+) constant; cell noise comes on top); ``e`` and
+        ``eta`` broadcast (barrel or endcap terms by |eta|)."""
+        barrel = np.abs(np.asarray(eta, dtype=np.float64)) < self.ecal_barrel_eta_max
+        a = np.where(barrel, self.ecal_a_barrel, self.ecal_a_endcap)
+        c = np.where(barrel, self.ecal_c_barrel, self.ecal_c_endcap)
         return np.sqrt(a * a / np.asarray(e, dtype=np.float64) + c * c)
 
     def had_resolution(self, e: np.ndarray | float) -> np.ndarray | float:
         """Relative ECAL+HCAL hadron resolution (w.r.t. the mean response; cell noise comes on top)."""
         return np.sqrt(self.had_a**2 / np.asarray(e, dtype=np.float64) + self.had_c**2)
+
+    def hf_had_resolution(self, e: np.ndarray | float) -> np.ndarray | float:
+        """Relative HF hadron resolution."""
+        return np.sqrt(self.hf_had_a**2 / np.asarray(e, dtype=np.float64) + self.hf_had_c**2)
 
     def track_pt_resolution(self, pt: np.ndarray | float, eta: np.ndarray | float, muon: bool = False):
         """Relative track pT resolution sigma(pT)/pT of the Delphes CMS card."""

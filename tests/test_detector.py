@@ -95,6 +95,15 @@ def test_em_resolution_matches_config(pid, energy):
     assert abs(std - expected) < tol, (std, expected, tol)
 
 
+def test_em_resolution_barrel_and_endcap_elementwise():
+    e, eta = np.array([10.0, 10.0, 40.0]), np.array([0.3, -2.0, 1.6])
+    got = C.em_resolution(e, eta)
+    a = np.array([C.ecal_a_barrel, C.ecal_a_endcap, C.ecal_a_endcap])
+    c = np.array([C.ecal_c_barrel, C.ecal_c_endcap, C.ecal_c_endcap])
+    np.testing.assert_allclose(got, np.sqrt(a**2 / e + c**2))
+    assert got[1] > got[0]  # the endcap is coarser at equal energy
+
+
 @pytest.mark.parametrize("energy", [20.0, 50.0])
 def test_pion_resolution_and_response(energy):
     n = 300

@@ -9,13 +9,19 @@ truth:
 * ``true cls + pred kin`` target classes, predicted kinematics: the loss due to classification is removed;
 * ``true cls + element`` target classes, the element's own measurement (track pT/p, cluster ET/E): what a
   model with perfect classification and *no* regression would give (how much the regression must do);
+* ``resolution floor``   target classes; track slots keep their track, cluster slots get the target energy
+  smeared by the detector's own single-particle resolution (EM for photons and electrons, hadron for neutral
+  hadrons, HF terms in the HF; ``DetectorConfig``; seeded by :data:`FLOOR_SEED`): what a reconstruction that
+  untangles every overlap perfectly could reach with these calorimeters;
 * ``targets``            target classes and kinematics (the truth definition's floor);
 * ``PF``                 the rule-based PF candidates of the same events.
 
 For each: jet response median and IQR/median (anti-kt R=0.4, generator jets above 20 GeV, |eta| < 2.5,
 inclusive and in generator pT bins) and MET response IQR/median. Per element type, the pT and E response
 (reco / target) of slots with a particle target is given for the model, the raw element and the PF candidate
-built from that element (``pf_trk_idx`` / ``pf_clu_idx``), with the classification accuracy.
+built from that element (``pf_trk_idx`` / ``pf_clu_idx``), with the classification accuracy. Per element type,
+two more oracles say where the remaining loss sits: the model with the target kinematics on that type's slots
+only, and with the target classes on that type's slots only.
 
 ``predict`` callables return ``{"cls_logits", "charge_logits", "regression"}`` flat per element (the runtime's
 ``Session.run_elements`` does; :func:`hepzoo.validation.mlpf.torch_predictor` wraps a PyTorch model, used for
@@ -41,7 +47,9 @@ from .met import gen_missing_et, met_response, missing_et
 EF = ElementFeature
 Predict = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 JET_PT_EDGES = (20.0, 40.0, 60.0, 100.0, 200.0, 1000.0)
-ABLATIONS = ("model", "pred cls + true kin", "true cls + pred kin", "true cls + element", "targets", "PF")
+ABLATIONS = ("model", "pred cls + true kin", "true cls + pred kin", "true cls + element", "resolution floor", "targets",
+             "PF")  # fmt: skip
+FLOOR_SEED = 20261207  # smearing of the resolution floor (recorded in every diagnosis result)
 
 
 def _targets_flat(events: ak.Array) -> dict[str, np.ndarray]:
@@ -93,6 +101,49 @@ def jet_and_met(events: ak.Array, cand: ak.Array) -> dict:
     }
 
 
+def resolution_floor_kinematics(
+    cls: np.ndarray, true_kin: dict[str, np.ndarray], elem: dict[str, np.ndarray], etype: np.ndarray,
+    seed: int = FLOOR_SEED,
+) -> dict[str, np.ndarray]:
+    """Kinematics of the ``resolution floor`` row: track slots their track, cluster slots the target direction and
+    the target energy times ``1 + sigma(E) * N(0, 1)`` (floored at 0.05), sigma the detector configuration's
+    single-particle resolution for the target's class and calorimeter."""
+    from hepzoo.datasets.detector_config import DetectorConfig
+
+    cfg = DetectorConfig()
+    e = np.maximum(true_kin["e"].astype(np.float64), 1e-3)
+    em = np.isin(cls, [int(TargetClass.PHOTON), int(TargetClass.ELECTRON)])
+    hf = etype == int(ElementType.HF_CLUSTER)
+    hf_em = np.sqrt(cfg.hf_em_a**2 / e + cfg.hf_em_c**2)
+    rel = np.where(hf, np.where(em, hf_em, cfg.hf_had_resolution(e)),
+                   np.where(em, cfg.em_resolution(e, true_kin["eta"]), cfg.had_resolution(e)))  # fmt: skip
+    factor = np.clip(1.0 + rel * np.random.default_rng(seed).standard_normal(e.size), 0.05, None)
+    cluster = etype != int(ElementType.TRACK)
+    out = {k: np.where(cluster, true_kin[k], elem[k]) for k in ("pt", "eta", "phi", "e")}
+    out["pt"] = np.where(cluster, true_kin["pt"] * factor, out["pt"]).astype(np.float32)
+    out["e"] = np.where(cluster, true_kin["e"] * factor, out["e"]).astype(np.float32)
+    return out
+
+
+def per_type_oracles(
+    events: ak.Array, counts: np.ndarray, etype: np.ndarray, pred_cls: np.ndarray, pred: dict, tgt: dict
+) -> dict[str, dict]:
+    """Per element type: jets and MET of the model with the target kinematics on that type's slots only
+    (``true kin``) and with the target classes on that type's slots only (``true cls``)."""
+    out = {}
+    for t in ElementType:
+        of_type = etype == int(t)
+        if not of_type.any():
+            continue
+        with_target = of_type & (tgt["cls"] != 0)
+        kin = {k: np.where(with_target, tgt[k], pred[k]) for k in pred}
+        out[t.name] = {
+            "true kin": jet_and_met(events, candidates_from(pred_cls, kin, counts)),
+            "true cls": jet_and_met(events, candidates_from(np.where(of_type, tgt["cls"], pred_cls), pred, counts)),
+        }
+    return out
+
+
 def _ratio_summary(reco: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     ok = truth > 0
     return summarize_response(reco[ok] / truth[ok]).as_dict()
@@ -134,12 +185,16 @@ def diagnose(events: ak.Array, predict: Predict) -> dict:
     true_kin = {k: tgt[k] for k in ("pt", "eta", "phi", "e")}
     elem = _element_kinematics(features)
 
+    etype = features[:, EF.TYPE].astype(np.int32)
     pf = events.pf
     recos = {
         "model": candidates_from(pred_cls, pred, counts),
         "pred cls + true kin": candidates_from(np.where(tgt["cls"] != 0, pred_cls, 0), true_kin, counts),
         "true cls + pred kin": candidates_from(tgt["cls"], pred, counts),
         "true cls + element": candidates_from(tgt["cls"], elem, counts),
+        "resolution floor": candidates_from(
+            tgt["cls"], resolution_floor_kinematics(tgt["cls"], true_kin, elem, etype), counts
+        ),
         "targets": candidates_from(tgt["cls"], true_kin, counts),
         "PF": ak.zip({"cls": pf.cls, "pt": pf.pt, "eta": pf.eta, "phi": pf.phi, "e": pf.e}),
     }
@@ -150,7 +205,6 @@ def diagnose(events: ak.Array, predict: Predict) -> dict:
 
     ntrk, nclu = element_counts(events)
     pf_elem = _pf_per_element(events, ntrk, nclu)
-    etype = features[:, EF.TYPE].astype(np.int32)
     per_type = {}
     for t in ElementType:
         sel = (etype == int(t)) & (tgt["cls"] != 0)
@@ -176,6 +230,8 @@ def diagnose(events: ak.Array, predict: Predict) -> dict:
         "ablations": ablations,
         "predicted_particle_without_target": int(fakes.sum()),
         "per_element_type": per_type,
+        "per_type_oracles": per_type_oracles(events, counts, etype, pred_cls, pred, tgt),
+        "resolution_floor_seed": FLOOR_SEED,
     }
 
 
@@ -222,6 +278,13 @@ def format_diagnosis(result: dict, label: str) -> str:
             f"| {name} | {a['jet']['median']:.3f} | {a['jet']['iqr_over_median']:.3f} | {binned} |"
             f" {a['met']['iqr_over_median']:.3f} |"
         )
+    lines += ["", "| oracle on one element type | jet median | jet IQR/median | by gen pT | MET IQR/median |",
+              "|---|---:|---:|---|---:|"]  # fmt: skip
+    for t, rows in result.get("per_type_oracles", {}).items():
+        for kind, a in rows.items():
+            binned = " / ".join(f"{b['iqr_over_median']:.3f}" for b in a["jet_binned"])
+            lines.append(f"| {kind} on {t} slots | {a['jet']['median']:.3f} | {a['jet']['iqr_over_median']:.3f} |"
+                         f" {binned} | {a['met']['iqr_over_median']:.3f} |")  # fmt: skip
     lines += ["", f"Slots predicted as a particle without a target: {result['predicted_particle_without_target']}", "",
               "| element type | slots with target / without | class accuracy | predicted none | fake rate |"
               " E response model (median, IQR/med) | element | PF |", "|---|---:|---:|---:|---:|---|---|---|"]  # fmt: skip
