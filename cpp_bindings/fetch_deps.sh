@@ -12,7 +12,8 @@
 #    libonnxruntime.so / .so.1 symlinks to the library inside PYTHON's onnxruntime wheel (the C API is versioned,
 #    so the 1.21 headers work with the wheel's newer runtime). Re-done every call (cheap), so a rebuilt venv is
 #    picked up; nothing is written into the venv.
-# 3. Writes BUILD_DIR/deps/cmake-args: the -D options that point CMake at all of the above.
+# 3. Writes BUILD_DIR/deps/cmake-args: the -D options that point CMake at all of the above, and
+#    HEPZOO_ONNXRUNTIME_INSTALL=link (an installed libhepzoo links to the wheel's library, not to BUILD_DIR).
 #
 # HEPZOO_DEBIAN_MIRROR overrides the archive URL; HEPZOO_DEBIAN_SUITE (default trixie) the suite;
 # HEPZOO_FETCH_OPENSSL=1 fetches libssl-dev even where the system has OpenSSL headers (to test that path).
@@ -97,7 +98,9 @@ fetch() {
 }
 
 fetch "$deps/root" "$suite" onnxruntime/onnxruntime_cxx_api.h nlohmann/json.hpp -- "${packages[@]}"
-cmake_args=("-DONNXRUNTIME_ROOT=$deps/onnxruntime" "-DCMAKE_PREFIX_PATH=$deps/root/usr")
+# the installed libhepzoo finds libonnxruntime.so.1 through symlinks in its prefix to the wheel's library
+# (HEPZOO_ONNXRUNTIME_INSTALL=link), not through this build folder
+cmake_args=("-DONNXRUNTIME_ROOT=$deps/onnxruntime" "-DCMAKE_PREFIX_PATH=$deps/root/usr" "-DHEPZOO_ONNXRUNTIME_INSTALL=link")
 
 # OpenSSL (libcrypto, for sha256): the system's headers, else libssl-dev of the machine's own release (its
 # headers only; the library is the machine's libcrypto.so.3, present wherever Python's ssl module works).

@@ -3,6 +3,9 @@ plain functions below handed out by the factory fixtures at the end (e.g. ``def 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import awkward as ak
@@ -282,3 +285,25 @@ def tiny_mlpf():
     from tiny_models import tiny_mlpf
 
     return tiny_mlpf
+
+
+# ---- C++ bindings: built once per session ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def make_cpp() -> list[str]:
+    """The ``make cpp`` command line (run at the repository root) that builds cpp_bindings/build with this venv."""
+    return ["make", "-o", ".venv/.hepzoo-installed", "cpp", f"BIN={Path(sys.executable).parent}"]
+
+
+@pytest.fixture(scope="session")
+def cpp_build(make_cpp) -> Path:
+    """``make cpp`` once per session (fetches headers on first use; a no-op rebuild when up to date): the build folder
+    cpp_bindings/build (libhepzoo.so, hepzoo_tests, framework_module)."""
+    missing = [tool for tool in ("cmake", "g++", "make") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"the C++ bindings need {', '.join(missing)} on PATH")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(make_cpp, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"make cpp failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return repo / "cpp_bindings" / "build"

@@ -16,7 +16,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +28,9 @@ from hepzoo.export.zoo import Release, list_releases  # noqa: E402
 from hepzoo.runtime import Session  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD = REPO / "cpp_bindings" / "build"
 RELEASES = [r for r in list_releases() if (r.path / CARD).is_file()]
 IDS = [f"{r.name}-{r.version}" for r in RELEASES]
 FLASHSIM = [r for r in RELEASES if load_card(r.path, verify_onnx=False).family == "flashsim"]
-MAKE_CPP = ["make", "-o", ".venv/.hepzoo-installed", "cpp", f"BIN={Path(sys.executable).parent}"]
 
 # MLPF cases: (name, element counts per event, size-bucket override or None, events per ONNX Runtime call).
 # Non-bucket sizes, a bucket boundary, empty events, batches split in chunks, and events above the largest bucket
@@ -43,17 +40,6 @@ MLPF_CASES = [
     ("oversize", [200, 5, 130, 128, 0, 64], [64, 128], 2),
 ]
 FLASHSIM_CASES = [("rows-257", 257, 11), ("rows-1", 1, 12), ("rows-0", 0, 13)]  # (name, rows, seed)
-
-
-@pytest.fixture(scope="session")
-def cpp_build() -> Path:
-    """``make cpp`` once per session (fetches headers on first use; a no-op rebuild when up to date)."""
-    missing = [tool for tool in ("cmake", "g++", "make") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"the C++ bindings need {', '.join(missing)} on PATH")
-    proc = subprocess.run(MAKE_CPP, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"make cpp failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return BUILD
 
 
 def _drive(build: Path, *args: object, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -316,6 +302,74 @@ def test_onnx_path_escaping_the_release_is_refused(cpp_build, release, tmp_path)
     assert message == f"{copy / CARD}: onnx.file '../model.onnx' points outside the release folder {copy}"
 
 
+# Tampered copies of a release: (kind, change to the copy) -> the load error, one line, naming the file at fault.
+def _tamper(kind: str, copy: Path) -> str:
+    """Changes the release copy at ``copy``; returns the start of the expected error message."""
+    card_path, onnx = copy / CARD, copy / "model.onnx"
+    card = json.loads(card_path.read_text())
+    spec = card["inputs"][0]
+    if kind == "json":
+        text = card_path.read_text()
+        card_path.write_text(text[: len(text) // 2])
+        return f"{card_path}: not valid JSON: parse error at line "
+    if kind == "field":
+        del card["tolerance"]
+        card_path.write_text(json.dumps(card))
+        return f"{card_path}: field 'tolerance': missing"
+    if kind == "newline":  # a string from the card with a newline in it stays on the error's one line
+        card["family"] = "mlpf\nv2"
+        card_path.write_text(json.dumps(card))
+        return f"{card_path}: field 'family': unknown family 'mlpf v2'"
+    if kind == "no-model":
+        onnx.unlink()
+        return f"{onnx}: cannot open the model file: No such file or directory"
+    if kind == "sha256":
+        data = bytearray(onnx.read_bytes())
+        data[len(data) // 3] ^= 0x55
+        onnx.write_bytes(bytes(data))
+        return f"{card_path}: sha256 mismatch: the card records {card['onnx']['sha256']} but {onnx} has "
+    if kind == "not-onnx":  # hashed correctly, but not a model: ONNX Runtime's message, on one line
+        onnx.write_bytes(b"not an ONNX model\n\tsecond line\n")
+        card["onnx"]["sha256"] = hashlib.sha256(onnx.read_bytes()).hexdigest()
+        card_path.write_text(json.dumps(card))
+        return f"{onnx}: ONNX Runtime cannot load the model: "
+    if kind == "shape":  # the card's feature axis one short of the graph's
+        graph = ", ".join("?" if isinstance(d, str) else str(d) for d in spec["shape"])
+        spec["shape"][-1] -= 1
+        spec["feature_names"] = spec["feature_names"][:-1]
+        card_path.write_text(json.dumps(card))
+        said = ", ".join(str(d) for d in spec["shape"])
+        return f"{onnx}: graph input '{spec['name']}' has shape [{graph}], the card {card_path} says [{said}]"
+    if kind == "dtype":
+        spec["dtype"] = "bool"
+        card_path.write_text(json.dumps(card))
+        return f"{onnx}: graph input '{spec['name']}' is float32, the card {card_path} says bool"
+    raise AssertionError(kind)
+
+
+TAMPERED = ["json", "field", "newline", "no-model", "sha256", "not-onnx", "shape", "dtype"]
+FAMILIES = [next(r for r in RELEASES if r not in FLASHSIM), *FLASHSIM[:1]]  # one release of each family
+
+
+@pytest.mark.parametrize("release", FAMILIES, ids=[f"{r.name}-{r.version}" for r in FAMILIES])
+@pytest.mark.parametrize("kind", TAMPERED)
+def test_tampered_release_is_a_one_line_error_naming_the_file(cpp_build, release, kind, tmp_path):
+    copy = Path(shutil.copytree(release.path, tmp_path / "release"))
+    expected = _tamper(kind, copy)
+    proc = _drive(cpp_build, "bad-input", "load", copy)
+    message = _error(proc)
+    assert proc.stdout == f"ERROR: {message}\n", proc.stdout  # the whole message is one line
+    assert message.startswith(expected), message
+    if kind == "not-onnx":
+        assert "protobuf" in message.lower() and not message.endswith(" "), message
+
+
+def test_error_messages_are_flattened_to_one_line(cpp_build):
+    proc = _drive(cpp_build, "one-line")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == "one-line: ok\n"
+
+
 @pytest.mark.parametrize(
     ("kind", "pattern"),
     [
@@ -350,12 +404,12 @@ def test_framework_module_example(cpp_build, release):
     assert total == int(match.group(1))  # every element slot (MLPF) or object (flash-sim) got a prediction
 
 
-def test_ctest_and_make_cpp_is_idempotent(cpp_build):
+def test_ctest_and_make_cpp_is_idempotent(cpp_build, make_cpp):
     proc = subprocess.run(["ctest", "--test-dir", str(cpp_build), "--output-on-failure"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     library = next(cpp_build.glob("libhepzoo.so.*.*"))
     before = library.stat().st_mtime_ns
-    proc = subprocess.run(MAKE_CPP, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(make_cpp, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fetch_deps.sh:" not in proc.stdout  # headers are not fetched again
     assert library.stat().st_mtime_ns == before  # nothing rebuilt

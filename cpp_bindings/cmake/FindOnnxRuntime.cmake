@@ -17,7 +17,9 @@ if(_ort_root)
     REQUIRED_VARS ONNXRUNTIME_LIBRARY ONNXRUNTIME_INCLUDE_DIR
     REASON_FAILURE_MESSAGE "ONNXRUNTIME_ROOT=${_ort_root} must hold include/[onnxruntime/]onnxruntime_cxx_api.h and lib/libonnxruntime.so")
   if(OnnxRuntime_FOUND AND NOT TARGET onnxruntime::onnxruntime)
-    add_library(onnxruntime::onnxruntime SHARED IMPORTED)
+    # UNKNOWN, not SHARED: install(EXPORT) would record a SHARED imported dependency of libhepzoo by its target
+    # name (IMPORTED_LINK_DEPENDENT_LIBRARIES "onnxruntime::onnxruntime"), a target consumers do not have.
+    add_library(onnxruntime::onnxruntime UNKNOWN IMPORTED)
     set_target_properties(onnxruntime::onnxruntime PROPERTIES
       IMPORTED_LOCATION "${ONNXRUNTIME_LIBRARY}"
       INTERFACE_INCLUDE_DIRECTORIES "${ONNXRUNTIME_INCLUDE_DIR}")

@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -13,6 +15,19 @@ namespace hepzoo {
 namespace {
 
 using nlohmann::json;
+
+/// A JSON value for a message: compact, and cut after 60 characters (a card's lists can be long).
+std::string brief(const json& v) {
+  std::string text = v.dump();
+  return text.size() <= 60 ? text : text.substr(0, 57) + "...";
+}
+
+/// nlohmann's message without its "[json.exception.parse_error.101] " tag.
+std::string jsonMessage(const json::exception& e) {
+  const std::string what = e.what();
+  const std::size_t tag = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && tag != std::string::npos ? what.substr(tag + 2) : what;
+}
 
 class CardReader {
  public:
@@ -31,34 +46,34 @@ class CardReader {
 
   std::string str(const json& object, const std::string& key, const std::string& where) const {
     const json& v = at(object, key, where);
-    if (!v.is_string()) fail(join(where, key), "expected a string, got " + v.dump());
+    if (!v.is_string()) fail(join(where, key), "expected a string, got " + brief(v));
     return v.get<std::string>();
   }
 
   std::int64_t integer(const json& v, const std::string& field) const {
-    if (!v.is_number_integer()) fail(field, "expected an integer, got " + v.dump());
+    if (!v.is_number_integer()) fail(field, "expected an integer, got " + brief(v));
     return v.get<std::int64_t>();
   }
 
   double number(const json& object, const std::string& key, const std::string& where) const {
     const json& v = at(object, key, where);
-    if (!v.is_number() || v.get<double>() < 0) fail(join(where, key), "expected a non-negative number, got " + v.dump());
+    if (!v.is_number() || v.get<double>() < 0) fail(join(where, key), "expected a non-negative number, got " + brief(v));
     return v.get<double>();
   }
 
   std::vector<std::string> strings(const json& v, const std::string& field) const {
     std::vector<std::string> out;
     if (v.is_null()) return out;
-    if (!v.is_array()) fail(field, "expected a list of strings, got " + v.dump());
+    if (!v.is_array()) fail(field, "expected a list of strings, got " + brief(v));
     for (const json& s : v) {
-      if (!s.is_string()) fail(field, "expected a list of strings, got " + v.dump());
+      if (!s.is_string()) fail(field, "expected a list of strings, got " + brief(v));
       out.push_back(s.get<std::string>());
     }
     return out;
   }
 
   void shape(const json& v, const std::string& field, Shape& shape, std::vector<std::string>& names) const {
-    if (!v.is_array() || v.empty()) fail(field, "expected a non-empty list of axis sizes or names, got " + v.dump());
+    if (!v.is_array() || v.empty()) fail(field, "expected a non-empty list of axis sizes or names, got " + brief(v));
     for (const json& axis : v) {
       if (axis.is_string()) {
         shape.push_back(-1);
@@ -67,7 +82,7 @@ class CardReader {
         shape.push_back(axis.get<std::int64_t>());
         names.emplace_back();
       } else {
-        fail(field, "axis " + axis.dump() + " is neither a name nor a positive size");
+        fail(field, "axis " + brief(axis) + " is neither a name nor a positive size");
       }
     }
   }
@@ -117,12 +132,12 @@ std::string TensorSpec::featureName(std::int64_t i) const {
 
 ModelCard ModelCard::load(const std::filesystem::path& card_json) {
   std::ifstream file(card_json);
-  if (!file) throw Error(card_json.string() + ": cannot open the model card");
+  if (!file) throw Error(card_json.string() + ": cannot open the model card: " + std::strerror(errno));
   json doc;
   try {
     doc = json::parse(file);
   } catch (const json::exception& e) {
-    throw Error(card_json.string() + ": not valid JSON: " + e.what());
+    throw Error(card_json.string() + ": not valid JSON: " + jsonMessage(e));
   }
   CardReader r(card_json);
   ModelCard card;
@@ -140,7 +155,7 @@ ModelCard ModelCard::load(const std::filesystem::path& card_json) {
       const std::string field = "noise_inputs[" + std::to_string(i) + "]";
       card.noise_inputs.push_back(r.str(noise[i], "name", field));
       if (noise[i].contains("distribution") && noise[i]["distribution"] != "standard normal") {
-        r.fail(field + ".distribution", "only 'standard normal' is supported, got " + noise[i]["distribution"].dump());
+        r.fail(field + ".distribution", "only 'standard normal' is supported, got " + brief(noise[i]["distribution"]));
       }
     }
   }

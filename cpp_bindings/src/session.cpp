@@ -4,6 +4,7 @@
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -38,7 +39,7 @@ std::string describeNonFinite(float v) { return std::isnan(v) ? "NaN" : (v > 0 ?
 
 std::vector<char> readFile(const fs::path& path) {
   std::ifstream file(path, std::ios::binary);
-  if (!file) throw Error(path.string() + ": cannot open the model file");
+  if (!file) throw Error(path.string() + ": cannot open the model file: " + std::strerror(errno));
   std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   if (file.bad()) throw Error(path.string() + ": read error");
   return bytes;
@@ -54,6 +55,38 @@ ONNXTensorElementDataType elementType(const std::string& dtype) {
   if (dtype == "float32") return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   if (dtype == "bool") return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+}
+
+/// The card's name of an ONNX element type ("float32", "bool"), else "ONNX element type N".
+std::string typeName(ONNXTensorElementDataType type) {
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return "float32";
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL) return "bool";
+  return "ONNX element type " + std::to_string(static_cast<int>(type));
+}
+
+/// A card shape with its axis names: "[batch, elements, 20]".
+std::string describe(const TensorSpec& spec) {
+  std::string out;
+  for (std::size_t i = 0; i < spec.shape.size(); ++i) {
+    out += (i ? ", " : "") + (spec.shape[i] < 0 ? spec.axis_names[i] : std::to_string(spec.shape[i]));
+  }
+  return "[" + out + "]";
+}
+
+/// A graph shape: symbolic axes (-1 from ONNX Runtime) as "?".
+std::string describe(const Shape& graph) {
+  std::string out;
+  for (std::size_t i = 0; i < graph.size(); ++i) out += (i ? ", " : "") + (graph[i] < 0 ? "?" : std::to_string(graph[i]));
+  return "[" + out + "]";
+}
+
+/// The graph's shape agrees with the card's: same rank, and every axis fixed in both has the same size.
+bool sameShape(const TensorSpec& spec, const Shape& graph) {
+  if (graph.size() != spec.shape.size()) return false;
+  for (std::size_t i = 0; i < graph.size(); ++i) {
+    if (graph[i] >= 0 && spec.shape[i] >= 0 && graph[i] != spec.shape[i]) return false;
+  }
+  return true;
 }
 
 /// A float32 output of the graph: its name and the fixed axes after the symbolic ones.
@@ -440,28 +473,46 @@ void Session::Impl::setUp(const fs::path& release, SessionOptions opts) {
 }
 
 void Session::Impl::checkInterface() {
+  // The graph's interface is the card's: every graph input and output is in the card, with its element type and
+  // the sizes of its fixed axes. Errors name the model file, the tensor, and the card.
   Ort::AllocatorWithDefaultOptions allocator;
   const std::string onnx = (folder / card.onnx_file).string();
+  const std::string the_card = "the card " + card.path.string();
+  auto names = [](const std::vector<TensorSpec>& specs) {
+    std::vector<std::string> out;
+    for (const TensorSpec& t : specs) out.push_back(t.name);
+    return join(out);
+  };
+  auto check = [&](const char* kind, const std::string& name, const std::vector<TensorSpec>& specs,
+                   const Ort::ConstTensorTypeAndShapeInfo& info) -> const TensorSpec& {
+    const auto spec = std::find_if(specs.begin(), specs.end(), [&](const TensorSpec& t) { return t.name == name; });
+    if (spec == specs.end()) {
+      throw Error(onnx + ": graph " + kind + " '" + name + "' is not in " + the_card + " (its " + kind + "s: " + names(specs) + ")");
+    }
+    const ONNXTensorElementDataType type = info.GetElementType();
+    if (elementType(spec->dtype) != type) {
+      throw Error(onnx + ": graph " + kind + " '" + name + "' is " + typeName(type) + ", " + the_card + " says " + spec->dtype);
+    }
+    const Shape graph = info.GetShape();
+    if (!sameShape(*spec, graph)) {
+      throw Error(onnx + ": graph " + kind + " '" + name + "' has shape " + describe(graph) + ", " + the_card + " says " +
+                  describe(*spec));
+    }
+    return *spec;
+  };
   for (std::size_t i = 0; i < session.GetInputCount(); ++i) {
     input_names.emplace_back(session.GetInputNameAllocated(i, allocator).get());
-    const TensorSpec& spec = card.input(input_names.back());  // throws naming the input the card lacks
-    const auto type = session.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType();
-    if (elementType(spec.dtype) != type) {
-      throw Error(onnx + ": graph input '" + spec.name + "' has element type " + std::to_string(type) +
-                  ", the card says " + spec.dtype);
-    }
+    check("input", input_names.back(), card.inputs, session.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo());
   }
   for (std::size_t i = 0; i < session.GetOutputCount(); ++i) {
     output_names.emplace_back(session.GetOutputNameAllocated(i, allocator).get());
-    const TensorSpec& spec = card.output(output_names.back());
-    const auto type = session.GetOutputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType();
-    if (spec.dtype != "float32" || type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
-      throw Error(onnx + ": graph output '" + spec.name + "' must be float32 (card: " + spec.dtype + ")");
-    }
+    const TensorSpec& spec = check("output", output_names.back(), card.outputs,
+                                   session.GetOutputTypeInfo(i).GetTensorTypeAndShapeInfo());
+    if (spec.dtype != "float32") throw Error(card.path.string() + ": output '" + spec.name + "' must be float32, got " + spec.dtype);
     const std::size_t prefix = card.family == "mlpf" ? 2 : 1;
     if (spec.symbolicPrefix() != prefix) {
       throw Error(card.path.string() + ": output '" + spec.name + "' must start with " + std::to_string(prefix) +
-                  " symbolic axes for a " + card.family + " model, got " + toString(spec.shape));
+                  " symbolic axes for a " + card.family + " model, got " + describe(spec));
     }
     OutputSlot slot{spec.name, spec.tail(), numElements(spec.tail())};
     outputs.push_back(slot);
@@ -479,7 +530,7 @@ void Session::Impl::checkInterface() {
         n_features = t.shape[2];
       } else {
         throw Error(card.path.string() + ": mlpf input '" + t.name + "' must be float32 [batch, elements, F] or a bool mask [batch, elements], got " +
-                    t.dtype + " " + toString(t.shape));
+                    t.dtype + " " + describe(t));
       }
     }
     if (features_name.empty()) throw Error(card.path.string() + ": an mlpf card needs a float32 [batch, elements, F] input");
@@ -487,7 +538,7 @@ void Session::Impl::checkInterface() {
     for (const TensorSpec& t : card.inputs) {
       if (t.dtype != "float32" || t.symbolicPrefix() != 1) {
         throw Error(card.path.string() + ": flashsim input '" + t.name + "' must be float32 [batch, ...], got " + t.dtype +
-                    " " + toString(t.shape));
+                    " " + describe(t));
       }
     }
   }
@@ -495,7 +546,11 @@ void Session::Impl::checkInterface() {
 
 Session::Session(const fs::path& release_dir, SessionOptions options) {
   auto impl = std::make_unique<Impl>();
-  impl->setUp(release_dir, std::move(options));
+  try {
+    impl->setUp(release_dir, std::move(options));
+  } catch (const fs::filesystem_error& e) {  // a folder that cannot be read or resolved: a hepzoo::Error too
+    throw Error(e.path1().string() + ": " + e.code().message() + " (loading the release " + release_dir.string() + ")");
+  }
   impl_ = std::move(impl);
 }
 

@@ -2,6 +2,7 @@
 //
 //   hepzoo_tests sha256-vectors                       FIPS 180-2 / NIST test vectors
 //   hepzoo_tests sha256 FILE...                       prints "<hex>  <file>" per file (compared with hashlib)
+//   hepzoo_tests one-line                             hepzoo::Error flattens a multi-line message to one line
 //   hepzoo_tests parity RELEASE CASE_DIR              C++ outputs vs the Python runtime's golden files
 //   hepzoo_tests sample RELEASE CASE_DIR SEED          flash-sim sample(context, seed): reproducible, consistent
 //   hepzoo_tests threads RELEASE CASE_DIR T CALLS     T threads x CALLS calls on one Session == serial, bitwise
@@ -169,6 +170,24 @@ int sha256Vectors() {
     if (got != digest) failTest("sha256 of a " + std::to_string(message.size()) + "-byte message: " + got + " != " + digest);
   }
   std::cout << "sha256 vectors: " << vectors.size() << " ok\n";
+  return 0;
+}
+
+// ---- one-line errors ---------------------------------------------------------------------------------------------
+
+int oneLine() {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"card.json: bad", "card.json: bad"},
+      {"a\nb", "a b"},
+      {"model.onnx: load failed:\r\n\t[ONNXRuntimeError] : 7 :\n  detail\n\n", "model.onnx: load failed: [ONNXRuntimeError] : 7 :   detail"},
+      {std::string("x\0y", 3) + "\x7f" + "z", "x y z"},
+      {"\n", ""},
+  };
+  for (const auto& [raw, want] : cases) {
+    const std::string got = hepzoo::Error(raw).what();
+    if (got != want) failTest("hepzoo::Error(" + json(raw).dump() + ").what() is " + json(got).dump() + ", not " + json(want).dump());
+  }
+  std::cout << "one-line: ok\n";
   return 0;
 }
 
@@ -460,7 +479,7 @@ int badInput(const std::string& kind, const fs::path& release) {
 }
 
 int usage() {
-  std::cerr << "usage: hepzoo_tests sha256-vectors | sha256 FILE... | parity RELEASE CASE_DIR |"
+  std::cerr << "usage: hepzoo_tests sha256-vectors | one-line | sha256 FILE... | parity RELEASE CASE_DIR |"
                " sample RELEASE CASE_DIR SEED | threads RELEASE CASE_DIR THREADS CALLS | bad-input KIND RELEASE\n";
   return 2;
 }
@@ -471,6 +490,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
   try {
     if (args.size() == 1 && args[0] == "sha256-vectors") return sha256Vectors();
+    if (args.size() == 1 && args[0] == "one-line") return oneLine();
     if (args.size() >= 2 && args[0] == "sha256") {
       for (std::size_t i = 1; i < args.size(); ++i) std::cout << hepzoo::sha256File(args[i]) << "  " << args[i] << "\n";
       return 0;
