@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from hepzoo.models import mlpf_common as common
-from hepzoo.models.mlpf_links import LinkFeatures
+from hepzoo.models.mlpf_links import ExcessEmbedding, LinkFeatures, link_inputs
 from hepzoo.models.registry import register_model
 
 PAD_KEY = 1.0e6
@@ -109,6 +109,7 @@ class MLPFGNNLSH(nn.Module):
         dropout: float = 0.0,
         lsh_seed: int = 1234,
         link_window: int = 0,
+        link_excess: bool = False,
         measured_tracks: bool = False,
         class_logit_bias: Sequence[float] | None = None,
     ):
@@ -116,8 +117,13 @@ class MLPFGNNLSH(nn.Module):
         self.bin_size = bin_size
         self.element_granularity = bin_size  # the element axis must be a multiple of this
         self.transform = common.InputTransform()
-        self.links = LinkFeatures(link_window) if link_window else None
+        if link_excess and not link_window:
+            raise ValueError("link_excess needs the link features (link_window > 0)")
+        self.links = LinkFeatures(link_window, excess=link_excess) if link_window else None
         n_enc = self.transform.out_features + (self.links.out_features if self.links is not None else 0)
+        self.excess = ExcessEmbedding(n_enc, self.links.n_sigmas, width, dropout) if link_excess else None
+        # modules a fine-tune may add to weights that lack them (zero-initialised: the model starts unchanged)
+        self.zero_init_modules = ("excess.",) if link_excess else ()
         self.embed = nn.Sequential(common.mlp(n_enc, width, width, dropout), nn.LayerNorm(width))
         self.layers = nn.ModuleList(
             LSHGraphLayer(width, dist_dim, bin_size, num_hashes, ffn_mult, dropout, seed=lsh_seed + i)
@@ -139,9 +145,10 @@ class MLPFGNNLSH(nn.Module):
         mask = mask.to(torch.bool)
         feats = common.masked_features(features, mask)
         x_enc = self.transform(feats, mask)
-        if self.links is not None:
-            x_enc = torch.cat([x_enc, self.links(feats, mask)], dim=-1)
+        x_enc, ex = link_inputs(self.links, self.excess, x_enc, feats, mask)
         h = self.embed(x_enc)
+        if self.excess is not None:
+            h = self.excess(h, x_enc, ex)
         for layer in self.layers:
             h = layer(h, mask)
         return self.heads(h, x_enc, feats)
@@ -170,6 +177,7 @@ def mlpf_gnnlsh(
     dropout: float = 0.0,
     lsh_seed: int = 1234,
     link_window: int = 0,
+    link_excess: bool = False,
     measured_tracks: bool = False,
     class_logit_bias: Sequence[float] | None = None,
 ) -> MLPFGNNLSH:
@@ -178,6 +186,8 @@ def mlpf_gnnlsh(
     The export spec's element granularity is the default ``bin_size``; an override of ``bin_size`` must
     divide it or be exported with a matching granularity. ``link_window > 0`` adds the geometric link
     features (:mod:`hepzoo.models.mlpf_links`) to the inputs of the embedding and the heads (release 2).
+    ``link_excess`` adds the calorimeter-minus-track excess and its zero-initialised embedding correction
+    (:class:`hepzoo.models.mlpf_links.ExcessEmbedding`).
     """
     return MLPFGNNLSH(
         width=width,
@@ -189,6 +199,7 @@ def mlpf_gnnlsh(
         dropout=dropout,
         lsh_seed=lsh_seed,
         link_window=link_window,
+        link_excess=link_excess,
         measured_tracks=measured_tracks,
         class_logit_bias=class_logit_bias,
     )

@@ -26,6 +26,13 @@ backend (TopK for the sort, GatherElements, Where, batched MatMul, elementwise);
 data-dependent control flow.
 
 The features are exactly permutation-equivariant up to float summation order, and do not depend on padding.
+
+**Excess** (``excess=True``, :meth:`LinkFeatures.with_excess`): the rule-based PF makes a neutral particle from
+the calorimeter energy that the tracks of a block do not explain. The same quantity, as a signed sum with the
+element itself included, ``X[i, s] = asinh(Qc_i + sum_j k_s(dR_ij) Qc_j)`` with ``Qc`` = (ECAL + HCAL energy of a
+cluster) - (momentum of a track) in GeV, is hard for a network to form from the log-sums above (a difference of
+exponentials). :class:`ExcessEmbedding` reads it next to the other inputs and adds a correction to the embedding
+whose last layer starts at zero, so a model fine-tuned from weights without it starts exactly where they were.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import torch
 from torch import nn
 
 from hepzoo.datasets import schema
+from hepzoo.models.mlpf_common import mlp
 
 EF = schema.ElementFeature
 ET = schema.ElementType
@@ -43,8 +51,9 @@ DEFAULT_SIGMAS: tuple[float, ...] = (0.03, 0.1, 0.3)
 _PAD_KEY = 1.0e6
 
 
-def _positions_and_quantities(feats: torch.Tensor, mask: torch.Tensor):
-    """(eta, sin phi, cos phi) at the calorimeter and the summed quantities ``[B, N, len(LINK_QUANTITIES)]``."""
+def _positions_and_quantities(feats: torch.Tensor, mask: torch.Tensor, excess: bool = False):
+    """(eta, sin phi, cos phi) at the calorimeter and the summed quantities ``[B, N, len(LINK_QUANTITIES)]``
+    (with ``excess``, one more column: the signed calorimeter-minus-track energy ``Qc``)."""
     etype = feats[..., int(EF.TYPE)]
     m = mask.to(feats.dtype)
     trk = etype == float(ET.TRACK)
@@ -55,18 +64,13 @@ def _positions_and_quantities(feats: torch.Tensor, mask: torch.Tensor):
     sin = torch.where(trk, feats[..., int(EF.SIN_PHI_CALO)], feats[..., int(EF.SIN_PHI)])
     cos = torch.where(trk, feats[..., int(EF.COS_PHI_CALO)], feats[..., int(EF.COS_PHI)])
     energy = torch.clamp(feats[..., int(EF.E)], min=0.0)
-    q = torch.stack(
-        [
-            energy * is_trk,
-            torch.clamp(feats[..., int(EF.E_ECAL)], min=0.0) * (is_clu - is_hf),
-            torch.clamp(feats[..., int(EF.E_HCAL)], min=0.0) * (is_clu - is_hf),
-            energy * is_hf,
-            is_trk,
-            is_clu,
-        ],
-        dim=-1,
-    )
-    return eta, sin, cos, q
+    track_p = energy * is_trk
+    ecal_e = torch.clamp(feats[..., int(EF.E_ECAL)], min=0.0) * (is_clu - is_hf)
+    hcal_e = torch.clamp(feats[..., int(EF.E_HCAL)], min=0.0) * (is_clu - is_hf)
+    columns = [track_p, ecal_e, hcal_e, energy * is_hf, is_trk, is_clu]
+    if excess:
+        columns.append(ecal_e + hcal_e - track_p)
+    return eta, sin, cos, torch.stack(columns, dim=-1)
 
 
 def _step(x: torch.Tensor) -> torch.Tensor:
@@ -78,11 +82,13 @@ def _step(x: torch.Tensor) -> torch.Tensor:
 class LinkFeatures(nn.Module):
     """``(features [B,N,F] with padded rows zeroed, mask [B,N]) -> [B, N, out_features]`` (see module docstring)."""
 
-    def __init__(self, window: int = 128, sigmas: tuple[float, ...] = DEFAULT_SIGMAS):
+    def __init__(self, window: int = 128, sigmas: tuple[float, ...] = DEFAULT_SIGMAS, excess: bool = False):
         super().__init__()
         if window < 1:
             raise ValueError(f"LinkFeatures: window must be >= 1, got {window}")
         self.window = int(window)
+        self.excess = bool(excess)
+        self.n_sigmas = len(sigmas)
         inv = torch.tensor([1.0 / (2.0 * s * s) for s in sigmas], dtype=torch.float32)
         self.register_buffer("inv_two_sigma2", inv, persistent=False)
         offsets = [o for o in range(-self.window, self.window + 1) if o != 0]
@@ -90,9 +96,18 @@ class LinkFeatures(nn.Module):
         self.out_features = len(LINK_QUANTITIES) * len(sigmas)
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._aggregate(feats, mask, excess=False)[0]
+
+    def with_excess(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(link features [B, N, out_features], excess [B, N, len(sigmas)])`` (see the module docstring)."""
+        if not self.excess:
+            raise ValueError("LinkFeatures.with_excess needs LinkFeatures(excess=True)")
+        return self._aggregate(feats, mask, excess=True)
+
+    def _aggregate(self, feats: torch.Tensor, mask: torch.Tensor, excess: bool):
         B, N = mask.shape
         mask = mask.to(torch.bool)
-        eta, sin, cos, q = _positions_and_quantities(feats, mask)
+        eta, sin, cos, q = _positions_and_quantities(feats, mask, excess)
 
         # sort by a monotone pseudo-angle of phi in [0, 4); padding last, in a fixed order
         upper = torch.clamp(sin * 1.0e30, min=0.0, max=1.0)  # 1 for sin > 0 (phi in (0, pi)), 0 for sin <= 0
@@ -128,7 +143,44 @@ class LinkFeatures(nn.Module):
         dr2 = deta * deta + 2.0 * torch.clamp(1.0 - cos_dphi, min=0.0)  # [B, N, 2W]
         kern = torch.exp(-dr2.unsqueeze(-2) * self.inv_two_sigma2.view(-1, 1))  # [B, N, S, 2W]
         agg = kern @ nb_q  # [B, N, S, Q]
+        n_q = len(LINK_QUANTITIES)
+        extra = None
+        if excess:  # the element's own Qc counts once, at every width
+            extra = torch.asinh(agg[..., n_q] + q_s[..., n_q].unsqueeze(-1))  # [B, N, S]
+            agg = agg[..., :n_q]
         agg = torch.log1p(agg.transpose(-1, -2)).reshape(B, N, -1)  # [B, N, Q*S], quantity-major
+        if extra is not None:
+            agg = torch.cat([agg, extra], dim=-1)
 
         out = torch.zeros_like(agg).scatter(1, perm.unsqueeze(-1).expand(-1, -1, agg.shape[-1]), agg)
-        return out * mask.unsqueeze(-1).to(out.dtype)
+        out = out * mask.unsqueeze(-1).to(out.dtype)
+        if extra is None:
+            return out, None
+        return out[..., : n_q * self.n_sigmas], out[..., n_q * self.n_sigmas :]
+
+
+class ExcessEmbedding(nn.Module):
+    """Correction to the element embedding from the inputs and the excess (module docstring):
+    ``h + MLP([x_enc, excess])``, the MLP's last layer initialised at zero."""
+
+    def __init__(self, n_enc: int, n_sigmas: int, width: int, dropout: float = 0.0):
+        super().__init__()
+        self.mlp = mlp(n_enc + n_sigmas, width, width, dropout)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, h: torch.Tensor, x_enc: torch.Tensor, excess: torch.Tensor) -> torch.Tensor:
+        return h + self.mlp(torch.cat([x_enc, excess], dim=-1))
+
+
+def link_inputs(
+    links: LinkFeatures | None, excess: ExcessEmbedding | None, x_enc: torch.Tensor, feats: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(x_enc with the link features appended, excess or None)`` for a model's optional link modules."""
+    if links is None:
+        return x_enc, None
+    if excess is None:
+        return torch.cat([x_enc, links(feats, mask)], dim=-1), None
+    link, ex = links.with_excess(feats, mask)
+    return torch.cat([x_enc, link], dim=-1), ex

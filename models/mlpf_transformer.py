@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hepzoo.models import mlpf_common as common
-from hepzoo.models.mlpf_links import LinkFeatures
+from hepzoo.models.mlpf_links import ExcessEmbedding, LinkFeatures, link_inputs
 from hepzoo.models.registry import register_model
 
 MASK_VALUE = -1.0e9
@@ -64,14 +64,20 @@ class MLPFTransformer(nn.Module):
         ffn_mult: int = 2,
         dropout: float = 0.0,
         link_window: int = 0,
+        link_excess: bool = False,
         measured_tracks: bool = False,
         class_logit_bias: Sequence[float] | None = None,
     ):
         super().__init__()
         self.element_granularity = 1
         self.transform = common.InputTransform()
-        self.links = LinkFeatures(link_window) if link_window else None
+        if link_excess and not link_window:
+            raise ValueError("link_excess needs the link features (link_window > 0)")
+        self.links = LinkFeatures(link_window, excess=link_excess) if link_window else None
         n_enc = self.transform.out_features + (self.links.out_features if self.links is not None else 0)
+        self.excess = ExcessEmbedding(n_enc, self.links.n_sigmas, width, dropout) if link_excess else None
+        # modules a fine-tune may add to weights that lack them (zero-initialised: the model starts unchanged)
+        self.zero_init_modules = ("excess.",) if link_excess else ()
         self.embed = common.mlp(n_enc, width, width, dropout)
         self.blocks = nn.ModuleList(EncoderBlock(width, num_heads, ffn_mult, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(width)
@@ -85,9 +91,10 @@ class MLPFTransformer(nn.Module):
         mask = mask.to(torch.bool)
         feats = common.masked_features(features, mask)
         x_enc = self.transform(feats, mask)
-        if self.links is not None:
-            x_enc = torch.cat([x_enc, self.links(feats, mask)], dim=-1)
+        x_enc, ex = link_inputs(self.links, self.excess, x_enc, feats, mask)
         h = self.embed(x_enc)
+        if self.excess is not None:
+            h = self.excess(h, x_enc, ex)
         zero = torch.zeros((), dtype=h.dtype, device=h.device)
         attn_bias = torch.where(mask, zero, zero + MASK_VALUE)[:, None, None, :]  # [B, 1, 1, N]
         for block in self.blocks:
@@ -111,14 +118,19 @@ def mlpf_transformer(
     ffn_mult: int = 2,
     dropout: float = 0.0,
     link_window: int = 0,
+    link_excess: bool = False,
     measured_tracks: bool = False,
     class_logit_bias: Sequence[float] | None = None,
 ) -> MLPFTransformer:
     """MLPF transformer (SDPA with a key padding mask); cost quadratic in N; exactly permutation-equivariant.
 
     ``link_window > 0`` adds the geometric link features (:mod:`hepzoo.models.mlpf_links`) to the inputs of
-    the embedding and the heads (release 2); 0 is the release-1 architecture."""
+    the embedding and the heads (release 2); 0 is the release-1 architecture.
+    ``link_excess`` adds the calorimeter-minus-track excess and its zero-initialised embedding correction
+    (:class:`hepzoo.models.mlpf_links.ExcessEmbedding`).
+    """
     return MLPFTransformer(
         width=width, num_layers=num_layers, num_heads=num_heads, ffn_mult=ffn_mult, dropout=dropout,
-        link_window=link_window, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias,
+        link_window=link_window, link_excess=link_excess, measured_tracks=measured_tracks,
+        class_logit_bias=class_logit_bias,
     )  # fmt: skip

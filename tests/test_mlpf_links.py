@@ -95,8 +95,52 @@ def test_permutation_and_padding_do_not_change_real_outputs():
     assert (out[:, 300:] == 0).all()
 
 
+def test_excess_equals_all_pairs_with_the_element_itself():
+    """excess[i, s] = asinh(Qc_i + sum_{j != i} k_s(dR_ij) Qc_j), Qc = calorimeter energy - track momentum; the
+    link features next to it are the ones without the excess."""
+    feats, mask = _inputs(2, 90, seed=4)
+    lf = LinkFeatures(window=45, excess=True)
+    link, ex = lf.with_excess(feats, mask)
+    torch.testing.assert_close(link, LinkFeatures(window=45)(feats, mask), atol=1e-5, rtol=1e-5)
+    eta, s, c, q = (t.double() for t in _positions_and_quantities(feats, mask, excess=True))
+    qc = q[..., len(LINK_QUANTITIES)]
+    n = feats.shape[1]
+    dr2 = (eta[:, :, None] - eta[:, None, :]) ** 2 + 2 * (
+        1 - (s[:, :, None] * s[:, None, :] + c[:, :, None] * c[:, None, :])
+    ).clamp(min=0)
+    ref = torch.stack([torch.asinh(qc + torch.einsum("bij,bj->bi", torch.exp(-dr2 / (2 * sig * sig))
+                       * (1 - torch.eye(n, dtype=torch.float64)), qc)) for sig in DEFAULT_SIGMAS], -1)  # fmt: skip
+    torch.testing.assert_close(ex, (ref * mask[..., None]).float(), atol=1e-4, rtol=1e-4)
+    # a track's momentum counts against the calorimeter energy: a lone track has a negative excess
+    assert ((ex[..., 0] < 0) == ((qc < 0) & mask)).float().mean() > 0.5
+
+
 @pytest.mark.parametrize("name", ["mlpf-gnnlsh", "mlpf-transformer"])
-def test_link_models_export_and_run_on_onnxruntime_and_numba(name, tmp_path):
+def test_excess_module_starts_where_the_weights_without_it_were(name, tmp_path):
+    """Fine-tuning into ``link_excess`` from weights without it: the zero-initialised correction leaves every output
+    as it was; a weight file that lacks other modules is refused by name."""
+    from hepzoo.training.checkpoint import load_initial_weights
+
+    torch.manual_seed(1)
+    base = create_model(name, width=16, num_layers=1, link_window=32).eval()
+    path = tmp_path / "w.pt"
+    torch.save(base.state_dict(), path)
+    grown = create_model(name, width=16, num_layers=1, link_window=32, link_excess=True).eval()
+    kept = load_initial_weights(grown, path)
+    assert kept and all(k.startswith("excess.") for k in kept)
+    x = make_mlpf_inputs(2, 64, seed=5)
+    with torch.no_grad():
+        for a, b in zip(base(x["features"], x["mask"]), grown(x["features"], x["mask"])):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    partial = {k: v for k, v in base.state_dict().items() if not k.startswith("embed.")}
+    torch.save(partial, path)
+    with pytest.raises(ValueError, match="embed"):
+        load_initial_weights(grown, path)
+
+
+@pytest.mark.parametrize("excess", [False, True])
+@pytest.mark.parametrize("name", ["mlpf-gnnlsh", "mlpf-transformer"])
+def test_link_models_export_and_run_on_onnxruntime_and_numba(name, excess, tmp_path):
     """A link-enabled model (release-2 architecture, small) exports with dynamic axes; ONNX Runtime and the
     numba backend match PyTorch at sizes other than the export size."""
     ort = pytest.importorskip("onnxruntime")
@@ -105,9 +149,10 @@ def test_link_models_export_and_run_on_onnxruntime_and_numba(name, tmp_path):
     from hepzoo.runtime.numba import NumbaBackend
 
     torch.manual_seed(0)
-    model = create_model(name, width=16, num_layers=1, link_window=32).eval()
-    # make every head output depend on the link features (the regression head starts at zero)
-    for p in model.heads.reg[-1].parameters():
+    model = create_model(name, width=16, num_layers=1, link_window=32, link_excess=excess).eval()
+    # make every head output depend on the link features (the regression head and the excess start at zero)
+    zero_init = [model.heads.reg[-1]] + ([model.excess.mlp[-1]] if excess else [])
+    for p in (p for layer in zero_init for p in layer.parameters()):
         torch.nn.init.normal_(p, std=0.05)
     spec = get_spec(name)
     path = tmp_path / "m.onnx"

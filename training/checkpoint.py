@@ -97,3 +97,19 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
         return state
     raise ValueError(f"{path}: neither a hepzoo checkpoint nor a state dict of tensors")
+
+
+def load_initial_weights(net: torch.nn.Module, path: str | Path) -> list[str]:
+    """Load ``model.init_weights`` into ``net`` (a fine-tune's start). Every weight in the file must fit; weights
+    of ``net`` that the file lacks are allowed only in the modules the model declares as zero-initialised
+    additions (``net.zero_init_modules``, prefixes of state-dict keys), which then start at their initial values.
+    Returns the keys that kept their initial values."""
+    missing, unexpected = net.load_state_dict(load_weights_file(path), strict=False)
+    allowed = tuple(getattr(net, "zero_init_modules", ()))
+    bad = [k for k in missing if not (allowed and k.startswith(allowed))]
+    if unexpected or bad:
+        raise ValueError(
+            f"{path}: the weights do not fit the model: missing {bad[:5]}{'...' if len(bad) > 5 else ''}, "
+            f"unexpected {list(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    return list(missing)

@@ -135,7 +135,7 @@ class Trainer:
         seed_everything(cfg.seed)  # identical initial weights on every rank
         net = model if model is not None else build_model(cfg.model)
         if cfg.model.init_weights:
-            net.load_state_dict(ckpt.load_weights_file(cfg.model.init_weights))
+            ckpt.load_initial_weights(net, cfg.model.init_weights)
         net.to(self.device)
         self.net = net  # the bare module (state dicts, validation)
 
