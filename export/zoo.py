@@ -206,11 +206,14 @@ def describe(release: Release) -> str:
     """Multi-line human-readable summary for ``hepzoo zoo show``."""
     cfg = release.config
     weights = release.path / WEIGHTS
-    n_params = sum(t.numel() for t in release.state_dict().values())
+    try:  # counting parameters reads the weights with torch (the train extra); the rest of the summary does not
+        n_params = f"{sum(t.numel() for t in release.state_dict().values())} parameters, "
+    except ImportError:
+        n_params = ""
     lines = [
         f"{release.name} {release.version}  ({release.path})",
         f"  model: {cfg['model']['name']} {cfg['model'].get('kwargs', {})}",
-        f"  weights: {weights.name}, {n_params} parameters, {weights.stat().st_size / 1e6:.2f} MB, sha256 {sha256_of(weights)[:16]}...",
+        f"  weights: {weights.name}, {n_params}{weights.stat().st_size / 1e6:.2f} MB, sha256 {sha256_of(weights)[:16]}...",
         f"  training: seed {cfg.get('seed')}, {cfg['optim']['epochs']} epochs, lr {cfg['optim']['lr']}",
     ]
     recipe = release.dataset

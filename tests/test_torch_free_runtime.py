@@ -4,6 +4,7 @@ environment without torch): the same outputs as in a process where torch is ther
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,15 @@ def test_help_and_zoo_list_need_no_extras(args):
         rows = [line.split() for line in out.splitlines()[:-1]]
         assert ["mlpf-gnnlsh", "3", "mlpf-gnnlsh"] in [row[:3] for row in rows]
         assert all(len(row) == 4 for row in rows)  # name, version, model, zoo folder
+
+
+def test_zoo_show_needs_no_extras():
+    """Without torch the summary leaves out only the parameter count (counting reads weights.pt with torch)."""
+    status, out, err = _hepzoo_without(CORE_MISSING, "zoo", "show", "mlpf-gnnlsh", "--version", "3")
+    assert status["code"] == 0 and status["loaded"] == [], err[-3000:]
+    assert "mlpf-gnnlsh 3" in out and "weights: weights.pt, " in out and "parameters" not in out
+    status, out, err = _hepzoo_without((), "zoo", "show", "mlpf-gnnlsh", "--version", "3")
+    assert status["code"] == 0 and re.search(r"weights: weights\.pt, \d+ parameters, ", out), out
 
 
 def test_hepzoo_run_of_an_mlpf_release_needs_no_extras(ci_sample, tmp_path):
