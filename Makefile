@@ -1,19 +1,21 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv when missing and install
-# torch (the CPU build on disk) before anything else, so no CUDA build of torch is ever pulled.
+# torch (the CPU build on disk) before anything else, so no CUDA build of torch is ever pulled; then hepzoo with
+# every extra ('.[all]'), each package at the version pinned in constraints.txt.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hepzoo-installed
 TORCH := torch==2.13.0
+CONSTRAINTS := -c constraints.txt
 
 .PHONY: setup test demo bench bench-generation clean cpp
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,tune]'
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) $(TORCH)
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[all]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -36,8 +38,8 @@ bench-generation: $(STAMP)
 
 # Runtime benchmark (hepzoo bench) with jpata/particleflow's MLPF as the reference; run on a quiet machine.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -m pip install --quiet --no-deps particleflow==3.1.0
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[bench]'
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) --no-deps particleflow
 	test -f data/bench_ttbar.root || $(BIN)/hepzoo generate ttbar -n 200 --seed 1 -o data/bench_ttbar.root --no-progress
 	$(BIN)/hepzoo bench --markdown BENCHMARKS.md --data data/bench_ttbar.root
 

@@ -304,7 +304,9 @@ def load_card(path: str | os.PathLike, verify_onnx: bool = True) -> ModelCard:
     if path.is_dir():
         path = path / CARD
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: invalid model card: not UTF-8 text: {error.reason} at byte {error.start}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: invalid model card: not JSON: {error}") from None
     try:

@@ -33,10 +33,36 @@ METRICS = "metrics.json"
 TRAINING_LOG = "training_log.jsonl"
 
 
+ZOO_ENV = "HEPZOO_ZOO"
+
+
+def packaged_zoo() -> Path:
+    """The releases installed with the package: the ``hepzoo.zoo`` data package (the checkout's ``zoo/`` in an
+    editable install, ``site-packages/hepzoo/zoo`` in a wheel install)."""
+    from importlib.resources import files
+
+    return Path(str(files("hepzoo.zoo")))
+
+
+def zoo_roots() -> list[Path]:
+    """The zoo search path: the folders of ``$HEPZOO_ZOO`` (``os.pathsep``-separated, user folders first), then the
+    packaged zoo (:func:`packaged_zoo`). A release found in an earlier folder hides the same name and version in
+    a later one."""
+    folders = [Path(p) for p in os.environ.get(ZOO_ENV, "").split(os.pathsep) if p.strip()]
+    packaged = packaged_zoo()
+    if not any(_same_folder(f, packaged) for f in folders):
+        folders.append(packaged)
+    return folders
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
 def zoo_root() -> Path:
-    """``$HEPZOO_ZOO`` if set, else the ``zoo/`` folder of this checkout."""
-    env = os.environ.get("HEPZOO_ZOO")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "zoo"
+    """Where new releases are written: the first folder of :func:`zoo_roots` (``$HEPZOO_ZOO``'s first folder if
+    set, else the packaged zoo)."""
+    return zoo_roots()[0]
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,11 @@ class Release:
     name: str
     version: str
     path: Path
+
+    @property
+    def zoo(self) -> Path:
+        """The zoo folder the release comes from (one of :func:`zoo_roots`)."""
+        return self.path.parent.parent
 
     @property
     def config(self) -> dict:
@@ -79,12 +110,22 @@ def _version_key(version: str) -> tuple:
 
 
 def list_releases(root: Path | None = None) -> list[Release]:
-    root = root or zoo_root()
+    """Releases in ``root``, or in every folder of :func:`zoo_roots` (an earlier folder's ``name``/``version``
+    hides a later one's), sorted by name and version."""
+    found: dict[tuple[str, str], Release] = {}
+    for folder in [root] if root is not None else zoo_roots():
+        for release in _releases_in(folder):
+            found.setdefault((release.name, release.version), release)
+    return sorted(found.values(), key=lambda r: (r.name, _version_key(r.version)))
+
+
+def _releases_in(root: Path) -> list[Release]:
     if not root.is_dir():
         return []
     releases = []
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for version_dir in sorted((p for p in model_dir.iterdir() if p.is_dir()), key=lambda p: _version_key(p.name)):
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        versions = [p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]  # not .<v>.tmp
+        for version_dir in sorted(versions, key=lambda p: _version_key(p.name)):
             if (version_dir / WEIGHTS).exists() and (version_dir / CONFIG).exists():
                 releases.append(Release(model_dir.name, version_dir.name, version_dir))
     return releases
@@ -92,10 +133,12 @@ def list_releases(root: Path | None = None) -> list[Release]:
 
 def find_release(name: str, version: str | None = None, root: Path | None = None) -> Release:
     """The release ``name`` at ``version`` (default: the highest version); errors list what exists."""
-    candidates = [r for r in list_releases(root) if r.name == name]
+    releases = list_releases(root)
+    candidates = [r for r in releases if r.name == name]
     if not candidates:
-        known = sorted({r.name for r in list_releases(root)})
-        raise ValueError(f"no release named {name!r} in {root or zoo_root()}; available: {known}")
+        known = sorted({r.name for r in releases})
+        where = root if root is not None else os.pathsep.join(str(f) for f in zoo_roots())
+        raise ValueError(f"no release named {name!r} in {where}; available: {known}")
     if version is None:
         return candidates[-1]
     for release in candidates:
@@ -163,11 +206,14 @@ def describe(release: Release) -> str:
     """Multi-line human-readable summary for ``hepzoo zoo show``."""
     cfg = release.config
     weights = release.path / WEIGHTS
-    n_params = sum(t.numel() for t in release.state_dict().values())
+    try:  # counting parameters reads the weights with torch (the train extra); the rest of the summary does not
+        n_params = f"{sum(t.numel() for t in release.state_dict().values())} parameters, "
+    except ImportError:
+        n_params = ""
     lines = [
         f"{release.name} {release.version}  ({release.path})",
         f"  model: {cfg['model']['name']} {cfg['model'].get('kwargs', {})}",
-        f"  weights: {weights.name}, {n_params} parameters, {weights.stat().st_size / 1e6:.2f} MB, sha256 {sha256_of(weights)[:16]}...",
+        f"  weights: {weights.name}, {n_params}{weights.stat().st_size / 1e6:.2f} MB, sha256 {sha256_of(weights)[:16]}...",
         f"  training: seed {cfg.get('seed')}, {cfg['optim']['epochs']} epochs, lr {cfg['optim']['lr']}",
     ]
     recipe = release.dataset

@@ -16,13 +16,30 @@ app = typer.Typer(
 )
 
 
+# the extra (pyproject.toml) that installs each optional module a command may import
+EXTRA_OF_MODULE = {
+    "torch": "train", "onnxscript": "train", "pythia8": "generate", "pyhepmc": "generate", "fastjet": "generate,validate",
+    "vector": "generate,validate", "scipy": "validate", "matplotlib": "validate", "mplhep": "validate",
+    "hist": "validate", "dask": "dask", "distributed": "dask", "ray": "tune", "optuna": "tune",
+    "comet_ml": "bench", "psutil": "bench",
+}  # fmt: skip
+
+
 def _clear_errors(func):
-    """Turn expected failures into one readable line on stderr and a non-zero exit code."""
+    """Turn expected failures into one readable line on stderr and a non-zero exit code (a missing optional
+    dependency names the extra that installs it)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except ModuleNotFoundError as error:
+            module = (error.name or "").split(".")[0]
+            if module not in EXTRA_OF_MODULE:
+                raise
+            message = f"{module} is not installed; this command needs: pip install 'hepzoo[{EXTRA_OF_MODULE[module]}]'"
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1) from None
         except (FileNotFoundError, ValueError, RuntimeError, OSError) as error:
             typer.secho(f"error: {one_line(error)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
@@ -362,18 +379,21 @@ def zoo_set_thresholds(
 @zoo_app.command("list")
 @_clear_errors
 def zoo_list() -> None:
-    """List released models and versions.
+    """List released models and versions, each with the zoo folder it comes from (search path: the folders of
+    $HEPZOO_ZOO, os.pathsep-separated, then the zoo installed with hepzoo).
 
     Example: hepzoo zoo list
     """
-    from hepzoo.export.zoo import list_releases, zoo_root
+    import os
+
+    from hepzoo.export.zoo import list_releases, zoo_roots
 
     releases = list_releases()
     if not releases:
-        typer.echo(f"no releases in {zoo_root()}")
+        typer.echo(f"no releases in {os.pathsep.join(str(f) for f in zoo_roots())}")
     for release in releases:
         cfg = release.config["model"]
-        typer.echo(f"{release.name:24s} {release.version:8s} {cfg['name']}")
+        typer.echo(f"{release.name:24s} {release.version:8s} {cfg['name']:24s} {release.zoo}")
 
 
 @zoo_app.command("show")

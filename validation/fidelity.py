@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import stats
 
 __all__ = [
@@ -171,6 +170,8 @@ def classifier_test(
     x_te = np.concatenate([te_a, te_b])
     y_te = np.concatenate([np.ones(len(te_a)), np.zeros(len(te_b))])
     g_te = np.concatenate(test_groups) if test_groups else None
+
+    import torch  # the classifier only: the rest of this module (and hepzoo validate of MLPF) runs without torch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -7,15 +7,19 @@ samples of the same process.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import awkward as ak
 import numpy as np
-import torch
 
 from hepzoo.models.families import FLASHSIM, ObjectKind
 
 from .fidelity import fidelity_report
+
+if TYPE_CHECKING:  # torch: the flash sampler of a torch model and the classifier test (fidelity_report)
+    import torch
 
 
 def _kind(kind: str) -> ObjectKind:
@@ -25,15 +29,17 @@ def _kind(kind: str) -> ObjectKind:
     return FLASHSIM.kinds[kind]
 
 
-@torch.no_grad()
 def flash_sample(model: torch.nn.Module, context: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """Efficiency decision and reconstructed-object sample for each generator object (seeded)."""
+    import torch
+
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     n = len(context)
     noise = torch.randn(n, int(model.n_target), generator=generator)
     uniform = torch.rand(n, generator=generator)
-    efficiency, sample = model(torch.from_numpy(np.ascontiguousarray(context, dtype=np.float32)), noise)
+    with torch.no_grad():
+        efficiency, sample = model(torch.from_numpy(np.ascontiguousarray(context, dtype=np.float32)), noise)
     return {"context": context, "matched": (uniform < efficiency).numpy(), "target": sample.numpy()}
 
 
@@ -139,7 +145,27 @@ def split_halves(events: ak.Array) -> tuple[ak.Array, ak.Array]:
     return events[0::2], events[1::2]
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Pin torch's intra-op threads to one for the block (restored after). The classifier test is a tiny MLP on
+    small batches: one thread is fastest, and several threads competing for busy cores are many times slower."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def evaluate_runtime(session, events: ak.Array, seed: int = 0) -> tuple[dict, dict]:
+    """:func:`runtime_fidelity` with torch pinned to one thread (:func:`one_torch_thread`)."""
+    with one_torch_thread():
+        return runtime_fidelity(session, events, seed)
+
+
+def runtime_fidelity(session, events: ak.Array, seed: int = 0) -> tuple[dict, dict]:
     """Fidelity of the deployed flash-sim model (a :class:`hepzoo.runtime.Session`) against the full chain.
 
     ``events`` are split by :func:`split_halves`; the model is sampled (seeded) on the generator objects of the

@@ -1,18 +1,18 @@
 """Run an MLPF model over events and compare it with the rule-based PF baseline on the same events.
 
 This evaluates the PyTorch model directly (used for training-time comparisons); the deployed-artifact
-validation of the runtime calls the same metric functions on the runtime's outputs.
+validation of the runtime calls the same metric functions on the runtime's outputs. torch is imported only by
+:func:`torch_predictor`: ``hepzoo validate`` of an exported model runs without it.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import awkward as ak
 import numpy as np
-import torch
 
 from hepzoo.datasets.jets import antikt_jets
 from hepzoo.datasets.elements import element_features
@@ -23,6 +23,9 @@ from hepzoo.models.mlpf_decode import CHARGE_CLASSES, REGRESSION_FEATURES, decod
 from .jets import binned_response, jet_response, summarize_response
 from .particles import efficiency_and_fake_rate, pf_particles, target_particles
 
+if TYPE_CHECKING:
+    import torch
+
 JET_PT_EDGES = np.array([20.0, 40.0, 60.0, 100.0, 200.0, 1000.0])
 
 
@@ -30,6 +33,7 @@ def torch_predictor(model: torch.nn.Module, batch_size: int = 32, buckets: Seque
     """``predict(features, offsets) -> {"cls_logits", "charge_logits", "regression"}`` flat per element: a PyTorch
     MLPF model run in eval mode without gradients, events grouped by size bucket (rounded up to the model's element
     granularity) and padded, ``batch_size`` events per call."""
+    import torch
 
     @torch.no_grad()
     def predict(features: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,20 +42,6 @@ class ValidationResult:
         return [c for c in self.checks if c.status == "fail"]
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Pin torch's intra-op threads for the job (restored after). The flash-sim classifier is a tiny MLP on
-    small batches: one thread is fastest, and several threads competing for busy cores are many times slower."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def load_data(data: Sequence[str | os.PathLike], max_events: int = 0) -> tuple[ak.Array, dict[str, str]]:
     """Events of the files (globs allowed), at most ``max_events`` (0: all), and ``{path: sha256}``."""
     from hepzoo.datasets.io import expand_paths, read_events
@@ -78,8 +63,7 @@ def measure(session: Any, events: ak.Array, seed: int = DEFAULT_SEED) -> tuple[d
     from .fidelity import plain_json
 
     family = session.family
-    with _torch_threads(1):
-        result, arrays = family.validation.measure(session, events, seed=seed)  # hepzoo.validation.families
+    result, arrays = family.validation.measure(session, events, seed=seed)  # hepzoo.validation.families
     card = session.card
     metrics = {
         "family": family.name,

@@ -14,6 +14,7 @@ and :func:`create_backend`, and imports a backend module only when its backend i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +62,17 @@ def _numba_backend(release: VerifiedRelease, intra_op_threads: int = 1) -> Backe
     return NumbaBackend(release.onnx_path, intra_op_threads=intra_op_threads)
 
 
+# what a visible NVIDIA GPU leaves in a Linux machine or container (/dev/dxg: WSL 2)
+_NVIDIA_DEVICES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/gpus", "/dev/dxg")
+
+
 def _torch_cuda_available() -> bool:
+    """torch sees a GPU. Where no NVIDIA device is visible and torch is not imported yet, False without importing
+    it (seconds of start-up that ``backend="auto"`` on a CPU machine, e.g. ``hepzoo run``, does not need)."""
+    import sys
+
+    if "torch" not in sys.modules and not any(os.path.exists(p) for p in _NVIDIA_DEVICES):
+        return False
     try:
         import torch
     except ImportError:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Backend", "BackendUnavailable"]
+__all__ = ["Backend", "BackendUnavailable", "InvalidModelError", "invalid_model"]
 
 
 class Backend(abc.ABC):
@@ -40,3 +41,15 @@ class Backend(abc.ABC):
 class BackendUnavailable(RuntimeError):
     """An installed backend cannot serve this model (e.g. torch needs the release's ``weights.pt``, a GPU is
     missing); ``auto`` then tries the next backend, an explicit request shows this error."""
+
+
+class InvalidModelError(ValueError):
+    """A model file whose sha256 matches its card but that a backend cannot read (not ONNX, truncated, an invalid
+    graph): one line naming the file."""
+
+
+def invalid_model(path: str | Path, backend: str, error: BaseException) -> InvalidModelError:
+    """The :class:`InvalidModelError` for ``error`` raised by ``backend`` while loading ``path`` (its message on
+    one line: ONNX Runtime's and protobuf's exceptions are neither ValueError nor one line)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return InvalidModelError(f"{path}: not a model {backend} can load: {text}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, invalid_model
 
 __all__ = ["OnnxRuntimeCPUBackend"]
 
@@ -31,7 +31,12 @@ class OnnxRuntimeCPUBackend(Backend):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 4  # fatal only: failures are raised (one line through the session), not logged
         self.onnx_path = Path(onnx_path)
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        except MemoryError:
+            raise
+        except Exception as error:  # ONNX Runtime's InvalidProtobuf, InvalidGraph, Fail: not ValueError, maybe multi-line
+            raise invalid_model(self.onnx_path, self.name, error) from None
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
 

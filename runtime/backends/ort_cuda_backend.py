@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, BackendUnavailable
+from .base import Backend, BackendUnavailable, invalid_model
 
 __all__ = ["OnnxRuntimeCUDABackend", "shared_session"]
 
@@ -55,7 +55,12 @@ def shared_session(
             providers: list = [(provider, dict(provider_options))]
             if provider != "CPUExecutionProvider" and not disable_cpu_fallback:
                 providers.append("CPUExecutionProvider")  # for the few operators the provider lacks
-            session = _SESSIONS[key] = ort.InferenceSession(str(onnx_path), options, providers=providers)
+            try:
+                session = _SESSIONS[key] = ort.InferenceSession(str(onnx_path), options, providers=providers)
+            except MemoryError:
+                raise
+            except Exception as error:  # ONNX Runtime's InvalidProtobuf, InvalidGraph, Fail: one line naming the file
+                raise invalid_model(onnx_path, "onnxruntime", error) from None
         return session
 
 

@@ -102,7 +102,13 @@ def load_model(onnx_path: Path):
     fail the load. Shape inference runs when it can (its results only help planning)."""
     import onnx
 
-    model = onnx.load(str(onnx_path))
+    try:
+        model = onnx.load(str(onnx_path))
+    except MemoryError:
+        raise
+    except Exception as error:  # protobuf's DecodeError: not a ValueError, and it does not name the file
+        text = " ".join(str(error).split()) or type(error).__name__
+        raise UnsupportedModelError(f"{onnx_path}: not a model numba can load: {text}") from None
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version > MAX_OPSET:
             raise UnsupportedModelError(f"{onnx_path}: opset {opset.version} > {MAX_OPSET} is not supported by the numba backend")
