@@ -11,7 +11,9 @@ file and, with ``--markdown``, its section of BENCHMARKS.md. One module per job:
 * :mod:`~hepzoo.benchmarks.isolation`: one point in a fresh process (forkserver), its memory;
 * :mod:`~hepzoo.benchmarks.timing`: the timing loop, its stopping rule (95% CI), means, percentiles;
 * :mod:`~hepzoo.benchmarks.flops`: FLOPs on the ONNX graph, or by torch's flop counter;
-* :mod:`~hepzoo.benchmarks.machine`: CPU, memory, GPUs, library versions, the FP32 peak;
+* :mod:`~hepzoo.benchmarks.machine`: CPU, memory, GPUs, library versions, the nominal FP32 peak;
+* :mod:`~hepzoo.benchmarks.peak`: the float32 GEMM peak measured in the same run (1 thread, the run's threads,
+  all cores): the 100 % of the % peak columns;
 * :mod:`~hepzoo.benchmarks.results`: the results file: schema, validation, atomic writes;
 * :mod:`~hepzoo.benchmarks.e2e`: ``hepzoo run`` vs the sum of its parts;
 * :mod:`~hepzoo.benchmarks.report`: the BENCHMARKS.md section and the plots, from the results file;
@@ -21,6 +23,7 @@ Scripts, run from the repository root (``make bench-generation``)::
 
     python benchmarks/bench_generation.py --out BENCHMARKS.md   # Pythia8 + detector + PF throughput
     python benchmarks/bench_flashsim.py --events 200            # flash-sim vs the full chain it replaces
+    python -m hepzoo.benchmarks.padding_waste data/v2/ttbar_test.root  # size buckets: padded / real elements
 
 The results files (``results_*.json``) and plots (``*.png``) of all of them are kept in this folder.
 Importing this package imports nothing else: each module is imported on its own.

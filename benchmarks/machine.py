@@ -1,8 +1,8 @@
 """The machine a ``hepzoo bench`` run measured on: CPU, memory, GPUs, library versions and the FP32 peak.
 
 Peak = ``cores x frequency x FP32 FLOPs per cycle``, the last from the CPU's vendor, family and flags
-(:func:`fp32_flops_per_cycle`; :func:`machine_info` records the reasoning). The fraction of peak of a point
-uses the threads of the run.
+(:func:`fp32_flops_per_cycle`; :func:`machine_info` records the reasoning). This nominal peak is recorded next
+to the measured GEMM peak of :mod:`hepzoo.benchmarks.peak`, which is what the % peak columns divide by.
 """
 
 from __future__ import annotations

@@ -143,6 +143,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int
     return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |", *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _peak_line(peaks: Mapping[str, Any] | None) -> str:
+    """The measured GEMM peak (results files written before it was measured have none)."""
+    if not peaks:
+        return "- Measured peak: not in this results file (% peak is against the nominal peak below)."
+    values = ", ".join(f"{_num(v)} GFLOP/s with {t} thread(s)" for t, v in sorted(peaks["gflops"].items(), key=lambda x: int(x[0])))
+    return f"- Measured peak (100 % of the % peak columns): {values}; {peaks['method']}."
+
+
 def _model_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
     mlpf = get_family(records[0]["family"]).elements  # element-aligned models: sizes are events x elements
     header = [
@@ -243,9 +251,10 @@ def render_section(results: Mapping[str, Any], links: Mapping[str, str] | None =
         f"implementation (ONNX Runtime intra-op threads, `torch.set_num_threads`)"
         + (f"; GPU: {'; '.join(gpus)}" if gpus else "; no GPU")
         + f". {versions}.",
-        f"- Peak estimate: {_num(m['peak_gflops_per_core'])} GFLOP/s per core FP32 = {_num(m['freq_ghz'])} GHz "
-        f"({m['freq_source']}) x {m['fp32_flops_per_cycle']} FLOPs/cycle ({m['flops_per_cycle_reason']}); "
-        "% peak is against the threads used.",
+        _peak_line(results.get("peak")),
+        f"- Nominal peak: {_num(m['peak_gflops_per_core'])} GFLOP/s per core FP32 = {_num(m['freq_ghz'])} GHz "
+        f"({m['freq_source']}) x {m['fp32_flops_per_cycle']} FLOPs/cycle ({m['flops_per_cycle_reason']})"
+        + ("; not used for % peak." if results.get("peak") else "; % peak is against it, for the threads used."),
         f"- Timing: {results['methods']['timing']} (target {100 * s['target_rel_ci']:g}%, budget {s['budget_s']:g} s per "
         f"point, warm-up {s['warmup_s']:g} s). p99 of few calls is close to their maximum.",
         f"- Isolation: {results['methods']['isolation']}.",

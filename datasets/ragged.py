@@ -2,7 +2,10 @@
 
 Jagged data moves as flat content ``[N, F]`` plus ``offsets`` ``int64[B+1]`` (awkward's ListOffsetArray
 layout; ``offsets[0]`` need not be 0, which allows slices of a larger flat array). Padding happens only at a
-backend's edge, to one of a few fixed sizes (``DEFAULT_BUCKETS``).
+backend's edge, to one of a few fixed sizes: ``DEFAULT_BUCKETS`` (powers of two; training batches and the
+cards of releases exported before the bucket policy) or :func:`bucket_policy` (geometric steps of 1.25 in
+multiples of the model's element granularity, the list new exports write into the card), which bounds the
+padding of any event up to the largest bucket to 25 % (:func:`padded_size`, :func:`padding_waste`).
 
 Every Numba kernel (``*_kernel``, ``@njit(cache=True)``, callable from other njit code) has a NumPy reference
 (``_*_reference``) that tests compare it with; the public functions (``pad``, ``unpad``, ``group_by_bucket``)
@@ -22,6 +25,11 @@ import numpy as np
 from numba import njit
 
 DEFAULT_BUCKETS: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+# the bucket policy of new exports: ratio of consecutive buckets, smallest and largest bucket (elements)
+BUCKET_RATIO = 1.25
+BUCKET_SMALLEST = 64
+BUCKET_LARGEST = 32768
 
 
 class OversizeEventError(ValueError):
@@ -50,6 +58,57 @@ def choose_buckets(counts: np.ndarray, buckets: Sequence[int] = DEFAULT_BUCKETS)
     b = _check_buckets(buckets)
     idx = np.searchsorted(b, np.asarray(counts, dtype=np.int64), side="left")
     return np.where(idx < b.size, b[np.minimum(idx, b.size - 1)], -1)
+
+
+def bucket_policy(
+    granularity: int = 1,
+    ratio: float = BUCKET_RATIO,
+    smallest: int = BUCKET_SMALLEST,
+    largest: int = BUCKET_LARGEST,
+) -> tuple[int, ...]:
+    """Size buckets that bound padding waste: multiples of ``granularity`` from ``smallest`` to ``largest``
+    (both rounded up to it), each the largest multiple of ``granularity`` not above ``ratio`` times
+    (previous bucket + 1), and at least one granularity step above the previous one.
+
+    Guarantee (tested for every n up to ``largest``): an event of ``n`` elements is padded to at most
+    ``max(smallest, ratio * n, n rounded up to granularity)`` elements, so above
+    ``granularity / (ratio - 1)`` elements (256 for the GNN-LSH bin size 64) the padded size is at most
+    ``ratio`` times the real one, and below ``smallest`` at most ``smallest`` elements are run.
+    """
+    g = int(granularity)
+    if g < 1 or not ratio > 1 or smallest < 1 or largest < smallest:
+        raise ValueError(f"need granularity >= 1, ratio > 1, 1 <= smallest <= largest; got {g}, {ratio}, {smallest}, {largest}")
+    b, top = _round_up(smallest, g), _round_up(largest, g)
+    out = [b]
+    while b < top:
+        b = min(top, max(b + g, int(math.floor(ratio * (b + 1) / g)) * g))
+        out.append(b)
+    return tuple(out)
+
+
+def _round_up(n: int, g: int) -> int:
+    return -(-int(n) // g) * g
+
+
+def padded_size(n: int, buckets: Sequence[int], granularity: int = 1) -> int:
+    """Elements an event of ``n`` is run with: the smallest bucket >= n, or above the largest bucket ``n``
+    rounded up to ``granularity`` (such an event runs alone, never truncated)."""
+    b = choose_bucket(n, buckets)
+    return b if b >= 0 else _round_up(n, granularity)
+
+
+def padding_waste(counts: np.ndarray, buckets: Sequence[int], granularity: int = 1) -> float:
+    """Sum of padded sizes over the sum of real element counts (1.0: no padding); ``nan`` for no elements.
+    Events without elements are left out (nothing of them is run)."""
+    c = np.asarray(counts, dtype=np.int64)
+    c = c[c > 0]
+    real = int(c.sum())
+    if real == 0:
+        return float("nan")
+    sizes = choose_buckets(c, buckets)
+    over = sizes < 0
+    sizes[over] = -(-c[over] // granularity) * granularity
+    return float(sizes.sum()) / real
 
 
 # ---- kernels -----------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from hepzoo.export.card import (
     default_max_elements,
     write_card,
 )
+from hepzoo.export.buckets import export_buckets
 from hepzoo.export.zoo import Release, sha256_of
 
 __all__ = ["ONNX", "ParityError", "export_release", "parity_sizes", "measure_parity"]
@@ -169,7 +170,6 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
     """
     import onnx
 
-    from hepzoo.datasets.ragged import DEFAULT_BUCKETS
     from hepzoo.models import get_spec
 
     config = release.config
@@ -205,6 +205,7 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
             )
 
         has_elements = _has_elements(spec)
+        max_elements = default_max_elements(spec.name) if has_elements else None
         card = ModelCard(
             name=release.name,
             version=release.version,
@@ -218,7 +219,7 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
                 NoiseInput(name=t.name, shape=list(t.shape)) for t in spec.inputs if t.name in spec.family.noise_inputs
             ],
             element_granularity=g,
-            size_buckets=[b for b in DEFAULT_BUCKETS if b % g == 0] if has_elements else [],
+            size_buckets=export_buckets(g, max_elements) if has_elements else [],
             provenance=Provenance(
                 model=spec.name,
                 config=config,
@@ -228,7 +229,7 @@ def export_release(release: Release, opset: int | None = None) -> tuple[Path, Mo
             ),
             onnx=OnnxFile(file=ONNX, sha256=sha256_of(tmp_onnx), opset=graph_opset, torch_version=torch.__version__),
             files=artifact_files(folder),
-            max_elements=default_max_elements(spec.name) if has_elements else None,
+            max_elements=max_elements,
             tolerance=Tolerance(atol=atol, rtol=rtol),
             parity=parity,
             metrics=release.metrics,

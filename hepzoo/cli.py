@@ -218,7 +218,8 @@ def run_model(
     backend: Annotated[str, typer.Option(help="auto | onnxruntime-cpu | numba | ...")] = "auto",
     seed: Annotated[Optional[int], typer.Option(help="flash-sim: noise seed (required; written to the output)")] = None,
     step_size: Annotated[int, typer.Option(help="events per chunk")] = 1000,
-    threads: Annotated[int, typer.Option(help="intra-op threads of the backend")] = 1,
+    threads: Annotated[int, typer.Option(help="intra-op threads of the backend (ONNX Runtime intra-op threads; numba: batch split over threads)")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes, one per input file at a time (each with --threads threads)")] = 1,
     overwrite: Annotated[bool, typer.Option(help="replace outputs made by a different run")] = False,
     delphes: Annotated[bool, typer.Option(help="inputs use the Delphes branch layout (same as --layout delphes)")] = False,
     layout: Annotated[str, typer.Option(help="input layout: native | delphes (Particle/GenJet/Track/Tower) | nanoaod (Events: GenJet_*, GenPart_*)")] = "native",
@@ -232,6 +233,7 @@ def run_model(
     completed outputs.
 
     Example: hepzoo run mlpf-gnnlsh -i 'data/ttbar_*.root' -o out/   |   hepzoo run flashsim-jet -i gen.root -o jets.root --seed 1
+    |   two cores: hepzoo run mlpf-gnnlsh -i a.root -i b.root -o out/ --jobs 2   (one file: --threads 2)
     """
     import time
 
@@ -241,6 +243,10 @@ def run_model(
     check_on_bad_event(on_bad_event, "--on-bad-event")
     if scheduler is not None and not dask:
         raise ValueError("--scheduler is only used with --dask")
+    if jobs < 1 or threads < 1:
+        raise ValueError(f"--jobs and --threads must be >= 1, got --jobs {jobs} --threads {threads}")
+    if jobs > 1 and dask:
+        raise ValueError("--jobs is for local worker processes; with --dask the cluster's workers run the files")
     if delphes and layout not in ("native", "delphes"):
         raise ValueError(f"--delphes contradicts --layout {layout}: give one of them")
     from hepzoo.datasets.layouts import layout_mapping
@@ -249,6 +255,7 @@ def run_model(
     from hepzoo.runtime import Session
     from hepzoo.runtime.runfile import run_files
     from hepzoo.runtime.runfile_dask import run_files_dask
+    from hepzoo.runtime.runfile_jobs import run_files_jobs
     with terminate_on_signals():  # SIGTERM/SIGHUP: the temporary output is removed, one line, exit 128 + signal
         session = Session.load(name, version=version, backend=backend, intra_op_threads=threads)
         typer.echo(f"{session.name} {session.version} on backend {session.backend_name}")
@@ -256,6 +263,10 @@ def run_model(
         if dask:
             results = run_files_dask(session, input_, output, scheduler=scheduler, n_workers=workers, seed=seed,
                                      step_size=step_size, overwrite=overwrite, mapping=mapping, show_progress=progress,
+                                     on_bad_event=on_bad_event)
+        elif jobs > 1:
+            results = run_files_jobs(session, input_, output, jobs=jobs, threads=threads, seed=seed, step_size=step_size,
+                                     overwrite=overwrite, mapping=mapping, show_progress=progress,
                                      on_bad_event=on_bad_event)
         else:
             results = run_files(session, input_, output, seed=seed, step_size=step_size, overwrite=overwrite,

@@ -1,5 +1,6 @@
 """The architecture rules of docs/ARCHITECTURE.md, checked on the source so that they cannot erode silently:
-layers import one way, no import cycles (lazy imports inside functions included), no module over 600 lines, no
+layers import one way, no import cycles (lazy imports inside functions included), no module over 600 lines (C++
+sources and headers of ``cpp_bindings/`` included), no
 model-family or object-kind name switches outside ``models/``, no private names imported across modules."""
 
 from __future__ import annotations
@@ -94,6 +95,33 @@ def test_the_module_list_is_complete():
 def test_module_size(name):
     n = len(MODULES[name].read_text().splitlines())
     assert n <= MAX_LINES, f"{MODULES[name].relative_to(ROOT)} has {n} lines (limit {MAX_LINES}): split it by job"
+
+
+def _cpp_sources() -> list[Path]:
+    """The C++ sources and headers of cpp_bindings/ (not build trees or fetched dependencies: no folder named
+    build*, deps or _deps)."""
+    out = []
+    for path in sorted((ROOT / "cpp_bindings").rglob("*")):
+        parts = path.relative_to(ROOT / "cpp_bindings").parts[:-1]
+        if path.suffix in (".cpp", ".hpp") and not any(p.startswith("build") or p in ("deps", "_deps") for p in parts):
+            out.append(path)
+    return out
+
+
+CPP_SOURCES = _cpp_sources()
+
+
+def test_the_cpp_source_list_is_complete():
+    names = {p.relative_to(ROOT).as_posix() for p in CPP_SOURCES}
+    assert {"cpp_bindings/src/session.cpp", "cpp_bindings/include/hepzoo/session.hpp",
+            "cpp_bindings/tests/hepzoo_tests.cpp"} <= names
+    assert not any("/build" in n or "/deps/" in n for n in names)
+
+
+@pytest.mark.parametrize("path", CPP_SOURCES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_cpp_source_size(path):
+    n = len(path.read_text().splitlines())
+    assert n <= MAX_LINES, f"{path.relative_to(ROOT)} has {n} lines (limit {MAX_LINES}): split it by job"
 
 
 def test_layers_import_one_way():

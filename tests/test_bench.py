@@ -21,7 +21,8 @@ from hepzoo.benchmarks import report as bench_report
 from hepzoo.benchmarks.e2e import end_to_end
 from hepzoo.benchmarks.flops import gemm_flops, matmul_flops, onnx_matmul_flops, torch_flops
 from hepzoo.benchmarks.machine import fp32_flops_per_cycle, library_versions, machine_info
-from hepzoo.benchmarks.matrix import predict, run_benchmarks
+from hepzoo.benchmarks.matrix import _derive, predict, run_benchmarks
+from hepzoo.benchmarks.peak import measure_peaks, ort_sgemm_gflops, peak_for
 from hepzoo.benchmarks.points import BenchSettings
 from hepzoo.benchmarks.results import SCHEMA, load_results, validate_results
 from hepzoo.benchmarks.timing import mean_ci, summarize, time_calls
@@ -186,6 +187,29 @@ def test_machine_info_records_how_the_peak_was_estimated():
         assert m["peak_gflops"] == pytest.approx(m["usable_cpus"] * m["freq_ghz"] * m["fp32_flops_per_cycle"])
 
 
+def test_measured_sgemm_peak_is_positive_and_finite():
+    peaks = measure_peaks([2, 1, 1], n=96, repeats=2)
+    assert set(peaks["gflops"]) == {"1", "2"} and peaks["n"] == 96 and "MatMul" in peaks["method"]
+    for t in (1, 2):
+        value = peak_for(peaks, t)
+        assert value is not None and math.isfinite(value) and value > 0
+        # the peak is the best library at that thread count
+        assert value == max(lib[str(t)] for lib in peaks["by_library"].values() if str(t) in lib)
+    assert set(peaks["by_library"]["onnxruntime"]) == {"1", "2"}
+    assert peak_for(peaks, 3) is None and peak_for(None, 1) is None
+    assert peak_for({"gflops": {"1": 0.0}}, 1) is None and peak_for({"gflops": {"1": math.nan}}, 1) is None
+    assert 0 < ort_sgemm_gflops(1, n=64, repeats=1) < math.inf
+
+
+def test_percent_of_peak_uses_the_measured_peak():
+    rec = {"mean_s": 0.5, "batch": 2, "objects_per_call": 10, "flops_per_call": 4e10, "threads": 1}
+    _derive(rec, 40.0, 100.0)
+    assert rec["gflops_per_s"] == pytest.approx(80.0)
+    assert rec["fraction_of_peak"] == pytest.approx(2.0) and rec["fraction_of_nominal_peak"] == pytest.approx(0.8)
+    _derive(rec, None, None)
+    assert rec["fraction_of_peak"] is None and rec["fraction_of_nominal_peak"] is None
+
+
 # ---- a real tiny run: results file and markdown ------------------------------------------------------------
 
 
@@ -231,6 +255,13 @@ def test_tiny_run_writes_a_valid_results_file(tiny_results):
     assert set(parity) == {("flashsim-jet", "onnxruntime-cpu"), ("mlpf-gnnlsh", "onnxruntime-cpu")}
     assert all(p["within_tolerance"] for p in parity.values())
     assert results["versions"]["torch"] and results["machine"]["cpu"]
+    # % peak of every point: its GFLOP/s over the GEMM peak measured in the same run at its thread count
+    peak = peak_for(results["peak"], settings_threads := results["settings"]["threads"])
+    assert peak is not None and math.isfinite(peak) and peak > 0
+    assert "1" in results["peak"]["gflops"] and results["methods"]["peak"] == results["peak"]["method"]
+    for r in recs:
+        assert r["threads"] == settings_threads
+        assert r["fraction_of_peak"] == pytest.approx(r["gflops_per_s"] / peak)
 
 
 def test_results_schema_rejects_a_broken_record(tiny_results):
@@ -270,6 +301,12 @@ def test_markdown_round_trip_keeps_other_sections(tiny_results, tmp_path):
         assert row[0] == rec["label"] and int(row[1]) == rec["batch"]
         assert float(row[2].replace(",", "")) == pytest.approx(rec["objects_per_s"], rel=5e-3)
         assert float(row[4]) == pytest.approx(1e3 * rec["p50_s"], rel=5e-3)
+    assert "- Measured peak (100 % of the % peak columns): " in first and "not used for % peak" in first
+    mlpf_rows = _table_rows(first, "mlpf-gnnlsh")
+    mlpf_recs = [r for r in results["records"] if r["model"] == "mlpf-gnnlsh"]
+    for rec, row in zip(mlpf_recs, mlpf_rows, strict=True):
+        assert rec["fraction_of_peak"] is not None  # the report prints it with two significant digits
+        assert float(row[-1].rstrip("%")) == pytest.approx(100 * rec["fraction_of_peak"], rel=0.051)
     tagged = bench_report.write_report(results, md, tmp_path / "benchmarks", tag="gpu-test")
     both = md.read_text()
     assert both.startswith(first.rstrip("\n")) and "<!-- runtime-benchmark-gpu-test:begin -->" in both  # a second section

@@ -18,7 +18,7 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from hepzoo.cli import app  # noqa: E402
-from hepzoo.datasets.ragged import DEFAULT_BUCKETS  # noqa: E402
+from hepzoo.export.buckets import export_buckets  # noqa: E402
 from hepzoo.export import onnx_export  # noqa: E402
 from hepzoo.export.card import CARD, ModelCard, load_card, write_card  # noqa: E402
 from hepzoo.export.onnx_export import ONNX, ParityError, export_release  # noqa: E402
@@ -105,7 +105,7 @@ def test_export_writes_valid_card(model_name, exported):
     if spec.family.elements:
         assert "embedded in the graph" in card.preprocessing
         assert card.element_granularity == MODELS[model_name].get("bin_size", 1)
-        assert card.noise_inputs == [] and card.size_buckets == [b for b in DEFAULT_BUCKETS if b % card.element_granularity == 0]
+        assert card.noise_inputs == [] and card.size_buckets == export_buckets(card.element_granularity, card.max_elements)
         assert card.size_buckets
         assert all(p.n_elements % card.element_granularity == 0 for p in card.parity)
     else:

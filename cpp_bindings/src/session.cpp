@@ -4,23 +4,18 @@
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <random>
 #include <set>
 #include <utility>
 
-#include "hepzoo/sha256.hpp"
+#include "release_check.hpp"
 
 namespace hepzoo {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr const char* kCard = "card.json";
 
 /// The one ONNX Runtime environment of the process (a function-local static: created on first use, thread-safe).
 Ort::Env& processEnv() {
@@ -28,73 +23,11 @@ Ort::Env& processEnv() {
   return env;
 }
 
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const std::string& s : items) out += (out.empty() ? "" : ", ") + s;
-  return "[" + out + "]";
-}
+using detail::join;
+using detail::OutputSlot;
 
 /// "NaN", "+inf" or "-inf" for a non-finite value.
 std::string describeNonFinite(float v) { return std::isnan(v) ? "NaN" : (v > 0 ? "+inf" : "-inf"); }
-
-std::vector<char> readFile(const fs::path& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw Error(path.string() + ": cannot open the model file: " + std::strerror(errno));
-  std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  if (file.bad()) throw Error(path.string() + ": read error");
-  return bytes;
-}
-
-/// `path` (made absolute, symlinks resolved) lies inside `folder` (already canonical).
-bool isInside(const fs::path& folder, const fs::path& path) {
-  const fs::path relative = fs::weakly_canonical(path).lexically_relative(folder);
-  return !relative.empty() && *relative.begin() != ".." && relative.is_relative();
-}
-
-ONNXTensorElementDataType elementType(const std::string& dtype) {
-  if (dtype == "float32") return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  if (dtype == "bool") return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
-  return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-}
-
-/// The card's name of an ONNX element type ("float32", "bool"), else "ONNX element type N".
-std::string typeName(ONNXTensorElementDataType type) {
-  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return "float32";
-  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL) return "bool";
-  return "ONNX element type " + std::to_string(static_cast<int>(type));
-}
-
-/// A card shape with its axis names: "[batch, elements, 20]".
-std::string describe(const TensorSpec& spec) {
-  std::string out;
-  for (std::size_t i = 0; i < spec.shape.size(); ++i) {
-    out += (i ? ", " : "") + (spec.shape[i] < 0 ? spec.axis_names[i] : std::to_string(spec.shape[i]));
-  }
-  return "[" + out + "]";
-}
-
-/// A graph shape: symbolic axes (-1 from ONNX Runtime) as "?".
-std::string describe(const Shape& graph) {
-  std::string out;
-  for (std::size_t i = 0; i < graph.size(); ++i) out += (i ? ", " : "") + (graph[i] < 0 ? "?" : std::to_string(graph[i]));
-  return "[" + out + "]";
-}
-
-/// The graph's shape agrees with the card's: same rank, and every axis fixed in both has the same size.
-bool sameShape(const TensorSpec& spec, const Shape& graph) {
-  if (graph.size() != spec.shape.size()) return false;
-  for (std::size_t i = 0; i < graph.size(); ++i) {
-    if (graph[i] >= 0 && spec.shape[i] >= 0 && graph[i] != spec.shape[i]) return false;
-  }
-  return true;
-}
-
-/// A float32 output of the graph: its name and the fixed axes after the symbolic ones.
-struct OutputSlot {
-  std::string name;
-  Shape tail;
-  std::int64_t width = 1;  // elements per row (product of tail)
-};
 
 /// One MLPF event as the core sees it: rows of features, and where each output's rows go.
 struct EventJob {
@@ -179,7 +112,6 @@ struct Session::Impl {
   // ---- construction ----------------------------------------------------------------------------------------
 
   void setUp(const fs::path& release, SessionOptions opts);
-  void checkInterface();
 
   // ---- MLPF ------------------------------------------------------------------------------------------------
 
@@ -409,25 +341,11 @@ struct Session::Impl {
 
 void Session::Impl::setUp(const fs::path& release, SessionOptions opts) {
   options = std::move(opts);
-  fs::path dir = release;
-  if (fs::is_regular_file(dir) && dir.filename() == kCard) dir = dir.parent_path();
-  if (!fs::is_directory(dir)) throw Error(release.string() + ": not a release folder (expected a folder holding " + kCard + ")");
-  folder = fs::canonical(dir);
-  const fs::path card_path = folder / kCard;
-  if (!fs::is_regular_file(card_path)) throw Error(folder.string() + ": no " + kCard + " (export the release first: hepzoo export)");
-  card = ModelCard::load(card_path);
-
-  const fs::path onnx_path = folder / card.onnx_file;
-  if (!isInside(folder, onnx_path)) {
-    throw Error(card_path.string() + ": onnx.file '" + card.onnx_file + "' points outside the release folder " + folder.string());
-  }
-  const std::vector<char> model = readFile(onnx_path);
-  // Hash the very bytes that are loaded below, so the file cannot change between the check and the load.
-  const std::string actual = sha256Hex(model.data(), model.size());
-  if (actual != card.onnx_sha256) {
-    throw Error(card_path.string() + ": sha256 mismatch: the card records " + card.onnx_sha256 + " but " +
-                onnx_path.string() + " has " + actual + " (the model file was modified or corrupted)");
-  }
+  detail::VerifiedModel verified = detail::loadVerifiedModel(release);  // card, path inside the folder, sha256
+  folder = verified.folder;
+  card = std::move(verified.card);
+  const std::vector<char>& model = verified.bytes;
+  const fs::path& onnx_path = verified.onnx_path;
 
   if (options.intra_op_threads < 1) fail("intra_op_threads must be >= 1, got " + std::to_string(options.intra_op_threads));
   if (options.batch_size < 1) fail("batch_size must be >= 1");
@@ -467,81 +385,15 @@ void Session::Impl::setUp(const fs::path& release, SessionOptions opts) {
   } catch (const Ort::Exception& e) {
     throw Error(onnx_path.string() + ": ONNX Runtime cannot load the model: " + e.what());
   }
-  checkInterface();
+  detail::GraphInterface graph = detail::checkInterface(session, card, folder);
+  input_names = std::move(graph.input_names);
+  output_names = std::move(graph.output_names);
+  outputs = std::move(graph.outputs);
+  features_name = std::move(graph.features_name);
+  mask_name = std::move(graph.mask_name);
+  n_features = graph.n_features;
   for (const std::string& n : input_names) input_cstr.push_back(n.c_str());
   for (const std::string& n : output_names) output_cstr.push_back(n.c_str());
-}
-
-void Session::Impl::checkInterface() {
-  // The graph's interface is the card's: every graph input and output is in the card, with its element type and
-  // the sizes of its fixed axes. Errors name the model file, the tensor, and the card.
-  Ort::AllocatorWithDefaultOptions allocator;
-  const std::string onnx = (folder / card.onnx_file).string();
-  const std::string the_card = "the card " + card.path.string();
-  auto names = [](const std::vector<TensorSpec>& specs) {
-    std::vector<std::string> out;
-    for (const TensorSpec& t : specs) out.push_back(t.name);
-    return join(out);
-  };
-  auto check = [&](const char* kind, const std::string& name, const std::vector<TensorSpec>& specs,
-                   const Ort::ConstTensorTypeAndShapeInfo& info) -> const TensorSpec& {
-    const auto spec = std::find_if(specs.begin(), specs.end(), [&](const TensorSpec& t) { return t.name == name; });
-    if (spec == specs.end()) {
-      throw Error(onnx + ": graph " + kind + " '" + name + "' is not in " + the_card + " (its " + kind + "s: " + names(specs) + ")");
-    }
-    const ONNXTensorElementDataType type = info.GetElementType();
-    if (elementType(spec->dtype) != type) {
-      throw Error(onnx + ": graph " + kind + " '" + name + "' is " + typeName(type) + ", " + the_card + " says " + spec->dtype);
-    }
-    const Shape graph = info.GetShape();
-    if (!sameShape(*spec, graph)) {
-      throw Error(onnx + ": graph " + kind + " '" + name + "' has shape " + describe(graph) + ", " + the_card + " says " +
-                  describe(*spec));
-    }
-    return *spec;
-  };
-  for (std::size_t i = 0; i < session.GetInputCount(); ++i) {
-    input_names.emplace_back(session.GetInputNameAllocated(i, allocator).get());
-    check("input", input_names.back(), card.inputs, session.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo());
-  }
-  for (std::size_t i = 0; i < session.GetOutputCount(); ++i) {
-    output_names.emplace_back(session.GetOutputNameAllocated(i, allocator).get());
-    const TensorSpec& spec = check("output", output_names.back(), card.outputs,
-                                   session.GetOutputTypeInfo(i).GetTensorTypeAndShapeInfo());
-    if (spec.dtype != "float32") throw Error(card.path.string() + ": output '" + spec.name + "' must be float32, got " + spec.dtype);
-    const std::size_t prefix = card.family == "mlpf" ? 2 : 1;
-    if (spec.symbolicPrefix() != prefix) {
-      throw Error(card.path.string() + ": output '" + spec.name + "' must start with " + std::to_string(prefix) +
-                  " symbolic axes for a " + card.family + " model, got " + describe(spec));
-    }
-    OutputSlot slot{spec.name, spec.tail(), numElements(spec.tail())};
-    outputs.push_back(slot);
-  }
-  if (input_names.size() != card.inputs.size() || output_names.size() != card.outputs.size()) {
-    throw Error(onnx + ": the graph has inputs " + join(input_names) + " and outputs " + join(output_names) +
-                ", which are not the card's");
-  }
-  if (card.family == "mlpf") {
-    for (const TensorSpec& t : card.inputs) {
-      if (t.dtype == "bool" && t.shape.size() == 2 && t.symbolicPrefix() == 2) {
-        mask_name = t.name;
-      } else if (t.dtype == "float32" && t.shape.size() == 3 && t.symbolicPrefix() == 2 && features_name.empty()) {
-        features_name = t.name;
-        n_features = t.shape[2];
-      } else {
-        throw Error(card.path.string() + ": mlpf input '" + t.name + "' must be float32 [batch, elements, F] or a bool mask [batch, elements], got " +
-                    t.dtype + " " + describe(t));
-      }
-    }
-    if (features_name.empty()) throw Error(card.path.string() + ": an mlpf card needs a float32 [batch, elements, F] input");
-  } else {
-    for (const TensorSpec& t : card.inputs) {
-      if (t.dtype != "float32" || t.symbolicPrefix() != 1) {
-        throw Error(card.path.string() + ": flashsim input '" + t.name + "' must be float32 [batch, ...], got " + t.dtype +
-                    " " + describe(t));
-      }
-    }
-  }
 }
 
 Session::Session(const fs::path& release_dir, SessionOptions options) {

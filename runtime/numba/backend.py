@@ -7,7 +7,9 @@ one compiled function (:mod:`hepzoo.runtime.numba.compile`, row-wise graphs) or 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ __all__ = ["NumbaBackend", "profile_steps", "run_graph"]
 class NumbaBackend(Backend):
     """Interprets ``model.onnx`` with Numba kernels; no ONNX Runtime needed (see :mod:`hepzoo.runtime.numba`).
 
-    ``intra_op_threads``: the kernels are serial and run on the calling thread, so only 1 is meaningful; a
-    larger value is accepted (the Session API passes it to every backend) and ignored.
+    ``intra_op_threads``: the kernels are serial; with more than one thread a call of several events (rows, for
+    flash-sim) is split along the batch axis into that many parts run concurrently on a thread pool (the
+    kernels release the GIL), and the parts' outputs are concatenated. A graph whose outputs do not follow the
+    batch axis is run whole. One event per call uses one thread.
     ``compile``: run graphs made only of row-wise steps (the flash-sim models) as one generated function
     (:mod:`hepzoo.runtime.numba.compile`); False keeps the step interpreter (the reference for that path).
     """
@@ -47,6 +51,9 @@ class NumbaBackend(Backend):
         self.compiled = None
         if compile:
             self.compiled = compile_plan(p, self.onnx_path)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._split = True  # False once a graph's outputs turned out not to follow the batch axis
 
     def _check_input(self, name: str, value: Any, dtype: np.dtype, shape) -> np.ndarray:
         x = np.asarray(value)
@@ -62,6 +69,30 @@ class NumbaBackend(Backend):
         missing = [n for n in self._inputs if n not in inputs]
         if missing:
             raise ValueError(f"{self.onnx_path}: missing graph inputs {missing} (graph takes {self._inputs})")
+        batch = {np.shape(inputs[n])[0] if np.ndim(inputs[n]) else None for n in self._inputs}
+        if self.intra_op_threads > 1 and self._split and len(batch) == 1 and (batch.pop() or 0) > 1:
+            split = self._run_split(inputs)
+            if split is not None:
+                return split
+        return self._run_whole(inputs)
+
+    def _run_split(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The batch split into ``intra_op_threads`` parts run concurrently; None if an output does not follow
+        the batch axis (then the graph is run whole from now on)."""
+        n = int(np.shape(inputs[self._inputs[0]])[0])
+        bounds = np.linspace(0, n, min(self.intra_op_threads, n) + 1).astype(int)
+        parts = [{k: np.asarray(inputs[k])[a:b] for k in self._inputs} for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.intra_op_threads, thread_name_prefix="hepzoo-numba")
+        outs = list(self._pool.map(self._run_whole, parts))
+        sizes = np.diff(bounds)
+        if any(np.ndim(v) == 0 or v.shape[0] != m for out, m in zip(outs, sizes, strict=True) for v in out.values()):
+            self._split = False
+            return None
+        return {name: np.concatenate([out[name] for out in outs], axis=0) for name in outs[0]}
+
+    def _run_whole(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.compiled is not None:
             return self.compiled.run(
                 {name: self._check_input(name, inputs[name], dtype, shape) for name, _, dtype, shape in self._input_specs}

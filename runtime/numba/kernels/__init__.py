@@ -2,7 +2,8 @@
 
 Kernels take C-contiguous host arrays that the operators (:mod:`hepzoo.runtime.numba.operators`) have already
 flattened to the 1-, 2- or 3-D view the kernel expects; NumPy-level reshapes, broadcasts and axis moves stay
-there. All kernels are serial (``parallel=False``: the caller's framework owns threading) and cached on disk
+there. All kernels are serial (``parallel=False``: the caller's framework owns threading; ``nogil=True``, so the
+backend can run parts of a batch on several threads) and cached on disk
 (``cache=True``), so a second process does not recompile.
 
 - :mod:`.rowwise`: elementwise programs, and matrix products with a constant weight that end in one

@@ -23,7 +23,7 @@ _f32 = np.float32
 _F0, _F1, _FHALF = _f32(0.0), _f32(1.0), _f32(0.5)
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def bmm(a, b):
     """Batched product of two runtime tensors: a ``[B, M, K]`` @ b ``[B, K, N]`` -> ``[B, M, N]``."""
     nb, m, kdim = a.shape
@@ -38,7 +38,7 @@ def bmm(a, b):
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def softmax(x):
     """Softmax over the last axis of x ``[R, D]``; a row of only ``-inf`` gives NaN, as ONNX Runtime does."""
     r, d = x.shape
@@ -73,7 +73,7 @@ _EXP_C = [_f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4
 _EC0, _EC1, _EC2, _EC3, _EC4, _EC5 = _EXP_C
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 def _exp_sub_sum32(x, shift, n, out, bits):
     """``out[:n] = exp(x[:n] - shift)`` in float32 and return the sum; ``bits`` is an int32 scratch of size
     ``>= n``. ``out`` must not be ``x`` (in place, LLVM's run-time alias check picks the scalar loop: 6x
@@ -101,7 +101,7 @@ def _exp_sub_sum32(x, shift, n, out, bits):
     return s
 
 
-@njit(cache=True, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 def _row_max32(x, n, bits):
     """max of float32 ``x[:n]`` (n >= 1) as an integer max over order-preserving keys of the float bits (a float
     max reduction does not vectorise without ``nnan``); a positive NaN wins (the row becomes NaN), any other
@@ -117,7 +117,7 @@ def _row_max32(x, n, bits):
     return bits.view(np.float32)[0]
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 def softmax32(x):
     """:func:`softmax` for float32 rows ``[R, D]`` in float32 arithmetic with the vectorised exp (ONNX Runtime
     also sums in float32); a row of only ``-inf`` gives NaN."""
@@ -134,7 +134,7 @@ def softmax32(x):
     return y
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 def attention(q, kt, mask, vt):
     """Fused ``softmax(q @ kt + mask) @ v`` per batch entry, the scores never leaving cache.
 

@@ -9,7 +9,7 @@ from numba import njit
 __all__ = ["copy_cols", "gather_cols", "gather_elements", "scatter_elements"]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def gather_elements(data, idx):
     """GatherElements on 3-D views: data ``[O, A, I]``, idx ``[O, K, I]`` -> ``[O, K, I]``.
 
@@ -31,7 +31,7 @@ def gather_elements(data, idx):
     return out, -1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def scatter_elements(data, idx, updates, reduction):
     """ScatterElements on 3-D views (data ``[O, A, I]``, idx/updates ``[O, K, I]``) -> a new ``[O, A, I]``.
 
@@ -63,7 +63,7 @@ def scatter_elements(data, idx, updates, reduction):
     return out, -1
 
 
-@njit(cache=True, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 def copy_cols(x, m, start, step, count, out, offset):
     """``out[:m, offset + j] = x[:m, start + step * j]`` for ``j < count`` (Slice / Concat on the feature axis)."""
     for i in range(m):
@@ -71,7 +71,7 @@ def copy_cols(x, m, start, step, count, out, offset):
             out[i, offset + j] = x[i, start + step * j]
 
 
-@njit(cache=True, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 def gather_cols(x, m, idx, out):
     """``out[:m, c] = x[:m, idx[c]]`` (Gather with constant, normalised indices on the feature axis)."""
     for i in range(m):

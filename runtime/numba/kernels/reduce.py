@@ -10,7 +10,7 @@ from numba import njit
 __all__ = ["argmax_last", "layer_norm", "topk"]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def layer_norm(x, gamma, beta, eps):
     """LayerNormalization over the last axis of x ``[R, D]`` (float32 statistics kept in float64).
 
@@ -37,7 +37,7 @@ def layer_norm(x, gamma, beta, eps):
     return y, mean, inv_std
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def argmax_last(x, select_last):
     """ArgMax over the last axis of x ``[R, D]`` -> int64 ``[R]``; ties: first index (or last)."""
     r, d = x.shape
@@ -59,7 +59,7 @@ def _before(vi, vj, i, j, largest):
     return vi < vj or (vi == vj and i < j)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def topk(x, k, largest):
     """TopK along the last axis of x ``[R, D]``: ``(values [R, k], int64 indices [R, k])``, sorted.
 

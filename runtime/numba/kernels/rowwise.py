@@ -172,7 +172,7 @@ def _binary_scalar(buf, c, code, n):
             buf[j] = c if buf[j] > c else buf[j]
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _program_inplace(buf, codes, consts, percol):
     """Apply the program to the 1-D ``buf`` in place, one op over the whole buffer at a time (the op switch
     is outside the inner loops, which vectorise). ``percol``: ``consts[p, j]`` for element j, else
@@ -240,7 +240,7 @@ def _program_inplace(buf, codes, consts, percol):
 _BLOCK = 1024  # elements per pass of a program over a flat tensor (stays in L1)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def apply_program(x, codes, consts):
     """``x`` (any shape, C-contiguous) through the program; ``consts[p]`` has 1 column or ``x.shape[-1]``."""
     out = x.copy()
@@ -258,7 +258,7 @@ def apply_program(x, codes, consts):
 # ---- matrix products -----------------------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def dense(x, w, bias, codes, consts):
     """``program(x @ w + bias)``: x ``[M, K]``, w ``[K, N]``, bias ``[N]`` (all C-contiguous) -> ``[M, N]``.
 
@@ -395,7 +395,7 @@ def relu32(v):
     return v if v > _F0 else _F0 * v
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 def dense_into(x, m, w, bias, out):
     """``out[:m] = x[:m] @ w + bias`` (x ``[>=m, K]``, w ``[K, N]``, out ``[>=m, N]``), no allocation.
 
@@ -444,7 +444,7 @@ def dense_into(x, m, w, bias, out):
         i += 1
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 def program_rows(x, m, codes, consts, out):
     """``out[:m] = program(x[:m])`` (rows of width C; ``consts [P, C or 1]``; ``out`` C-contiguous) in float32
     arithmetic. ``x`` may be ``out`` (in place).
@@ -511,7 +511,7 @@ def program_rows(x, m, codes, consts, out):
                 buf[j] = erf32(buf[j])
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 def dense_t_into(x, m, wt, bias, out):
     """:func:`dense_into` for narrow outputs, from the transposed weight ``wt [N, K]``: one vectorised dot
     product over ``K`` per output (a row loop over N < 16 columns would not fill a SIMD register)."""
@@ -529,7 +529,7 @@ NARROW = 16  # dense products with fewer output columns use the dot-product kern
 _DENSE_ROWS = 32  # rows per block of :func:`dense_rows`: the block's output is still in cache for the program
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 def dense_rows(x, w, wt, bias, codes, consts, narrow):
     """``program(x @ w + bias)`` for float32 x ``[M, K]`` -> ``[M, N]``, a block of rows at a time: the
     compiled plans' :func:`dense_into` (or :func:`dense_t_into` from ``wt [N, K]`` when ``narrow``) followed by
