@@ -70,3 +70,17 @@ if [ -d runs/v4/mlpf-gnnlsh ]; then
   $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${LC_N:-300}" \
     --run runs/v4/mlpf-gnnlsh | tee "$OUT/learning_curve_v4.md"
 fi
+# 8. session 7: two one-change fine-tunes of the full-data checkpoint against the same fine-tune unchanged
+#    (1500 steps, seed 2029, lr 3e-4 cosine; each about 20 min on one thread), judged on the calibration sample
+#    (ttbar seed 206, 2000 events) as model choices are:
+#      common="--set model.init_weights=checkpoints/mlpf-v4/gnnlsh_last.pt --set optim.max_steps=1500
+#              --set optim.total_steps=1500 --set seed=2029 --set snapshot_every_steps=500"
+#      hepzoo train configs/zoo/mlpf-gnnlsh-4.yaml $common --set output_dir=runs/v5/ew05                 (control)
+#      hepzoo train configs/zoo/mlpf-gnnlsh-4.yaml $common --set loss.energy_weight_power=1.0 --set output_dir=runs/v5/ew1
+#      hepzoo train configs/zoo/mlpf-gnnlsh-4.yaml $common --set model.kwargs.link_excess=true --set output_dir=runs/v5/excess
+if [ -d runs/v5/excess ]; then
+  args=()
+  for r in ew05 ew1 excess; do args+=(--snapshot "runs/v5/$r/last.pt" --config "runs/v5/$r/config.yaml"); done
+  $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_calib.root -n 2000 "${args[@]}" \
+    --json "$OUT/ablation_v5.json" | tee "$OUT/ablation_v5.md"
+fi
