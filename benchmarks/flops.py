@@ -2,7 +2,9 @@
 
 * hepzoo models: counted on the exported ONNX graph at the concrete size, ``2*M*N*K`` (times broadcast batch
   dimensions) for every ``MatMul``/``Gemm``, shapes from ONNX shape inference (ONNX Runtime's symbolic shape
-  inference where ONNX's cannot resolve a shape); element-wise ops, softmax and normalisation are not counted.
+  inference where ONNX's cannot resolve a shape), and the two products of ONNX Runtime's contrib
+  ``MultiHeadAttention`` (:func:`attention_flops`: the head dimension as executed, so the mlpf-transformer's
+  folded key-padding dimension counts); element-wise ops, softmax and normalisation are not counted.
 * the particleflow reference: ``torch.utils.flop_counter.FlopCounterMode`` on one forward (mm/addmm/bmm, and
   attention via ``sdpa_flop_count``).
 
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["gemm_flops", "matmul_flops", "onnx_matmul_flops", "torch_flops"]
+__all__ = ["attention_flops", "gemm_flops", "matmul_flops", "onnx_matmul_flops", "torch_flops"]
 
 
 def matmul_flops(a: Sequence[int], b: Sequence[int]) -> int:
@@ -48,6 +50,15 @@ def gemm_flops(a: Sequence[int], b: Sequence[int], trans_a: bool = False, trans_
 
 
 _COUNTED = ("MatMul", "Gemm")
+_CONTRIB_ATTENTION = ("com.microsoft", "MultiHeadAttention")
+
+
+def attention_flops(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
+    """FLOPs of ONNX Runtime's ``MultiHeadAttention`` with 3-D query ``[B, S, H*dqk]``, key ``[B, L, H*dqk]``,
+    value ``[B, L, H*dv]``: its two products, ``2*B*S*L*H*(dqk + dv)`` (the softmax is not counted)."""
+    b, s, qk = (int(d) for d in q)
+    length, v_hidden = int(k[1]), int(v[2])
+    return 2 * b * s * length * (qk + v_hidden)
 
 
 def _known_shapes(model: Any) -> dict[str, list[int | None]]:
@@ -70,6 +81,14 @@ def _count_graph(model: Any) -> tuple[dict[str, int], list[str]]:
     flops = {op: 0 for op in _COUNTED}
     unresolved = []
     for node in model.graph.node:
+        if (node.domain, node.op_type) == _CONTRIB_ATTENTION:
+            q, k, v = (shapes.get(name) for name in node.input[:3])
+            heads = next((at.i for at in node.attribute if at.name == "num_heads"), 0)
+            if not heads or any(t is None or len(t) != 3 or None in t for t in (q, k, v)):
+                unresolved.append(f"MultiHeadAttention node {node.name!r} (inputs {list(node.input[:3])}: shapes {q}, {k}, {v})")
+                continue
+            flops["MultiHeadAttention"] = flops.get("MultiHeadAttention", 0) + attention_flops(q, k, v)
+            continue
         if node.op_type not in _COUNTED:
             continue
         a, b = shapes.get(node.input[0]), shapes.get(node.input[1])

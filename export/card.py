@@ -204,7 +204,9 @@ class ModelCard(_Strict):
 LOADED_FILES: dict[str, tuple[str, ...]] = {"config.yaml": ("torch-cuda",), "weights.pt": ("torch-cuda",)}
 
 # most elements per event by registered model, chosen from memory: mlpf-transformer materialises N x N attention
-# scores per head (about 18 GB at 16 000 elements on ONNX Runtime CPU: 16384 is the most a 24 GB machine runs);
+# scores per head (about 18 GB at 16 000 elements on ONNX Runtime CPU: 16384 is the most a 24 GB machine runs)
+# in exports before issue 20; exported with ORT's contrib attention its memory is linear (about 0.8 GB at 16384)
+# and the limit only bounds the quadratic time;
 # mlpf-gnnlsh attends within LSH bins and grows linearly (limit 131072). Cards without ``max_elements`` use this.
 MAX_ELEMENTS: dict[str, int] = {"mlpf-transformer": 16384, "mlpf-gnnlsh": 131072}
 

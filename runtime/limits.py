@@ -2,7 +2,8 @@
 
 A release's card may set ``max_elements`` (most elements one event may have; cards without it use
 :data:`hepzoo.export.card.MAX_ELEMENTS` of the registered model): ``mlpf-transformer`` materialises N x N
-attention scores (about 18 GB at 16 000 elements), ``mlpf-gnnlsh`` grows linearly. The session checks every
+attention scores (about 18 GB at 16 000 elements) in exports before issue 20 (its contrib-attention export
+grows linearly), ``mlpf-gnnlsh`` grows linearly. The session checks every
 event against it before running (:func:`check_event_sizes`), ``hepzoo run`` checks every input file's
 counters before anything is run or written (:func:`check_file_sizes`), and an allocation failure of the
 backend (ONNX Runtime ``RuntimeException``/``Fail`` "Failed to allocate", numpy or torch out of memory)

@@ -12,6 +12,8 @@ Not exercised in CI; everything around the engine is (profiles, cache keys, prec
 * ``precision="auto"`` builds FP16 first and keeps it only if its outputs hold the card's tolerance against
   ONNX Runtime (CPU) on a probe input; otherwise it logs why and uses FP32 (TF32 off: it breaks 1e-4).
   The verdict is cached next to the engine.
+* A graph with ONNX Runtime's ``com.microsoft.MultiHeadAttention`` (mlpf-transformer) is parsed after
+  :func:`~hepzoo.runtime.attention_expand.expand_contrib_attention` (default-domain ops, ``N x N`` on the GPU).
 * Engines are cached under ``$HEPZOO_TRT_CACHE`` (default ``~/.cache/hepzoo/tensorrt``), keyed by the onnx
   sha256, GPU name, TensorRT version, precision and profile set; written atomically.
 """
@@ -32,6 +34,7 @@ import numpy as np
 
 from hepzoo.datasets.atomic import write_bytes_atomic
 
+from ..attention_expand import expand_contrib_attention, has_contrib_attention
 from .base import Backend, BackendUnavailable
 
 if TYPE_CHECKING:
@@ -153,13 +156,19 @@ def tolerance_violation(
 
 
 def _build_engine(onnx_path: Path, profiles: Sequence[Profile], precision: str, workspace_bytes: int) -> bytes:
+    import onnx
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: networks are explicit-batch
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    model = onnx.load(str(onnx_path))
+    if has_contrib_attention(model):  # ORT's contrib attention (mlpf-transformer): TensorRT parses only the expansion
+        parsed = parser.parse(expand_contrib_attention(model).SerializeToString(), str(onnx_path))
+    else:
+        parsed = parser.parse_from_file(str(onnx_path))
+    if not parsed:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
     config = builder.create_builder_config()

@@ -97,6 +97,11 @@ def attr_value(attr) -> Any:
     return value
 
 
+CONTRIB_DOMAINS = ("com.microsoft",)
+"""Operator domains besides the default one whose nodes may appear; the planner accepts only the operators of
+them that have a builder (named ``"<domain>.<op_type>"``, see :func:`read_nodes`)."""
+
+
 def load_model(onnx_path: Path):
     """Parse ``onnx_path``; an opset above :data:`MAX_OPSET`, another operator domain or model-local functions
     fail the load. Shape inference runs when it can (its results only help planning)."""
@@ -112,7 +117,7 @@ def load_model(onnx_path: Path):
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version > MAX_OPSET:
             raise UnsupportedModelError(f"{onnx_path}: opset {opset.version} > {MAX_OPSET} is not supported by the numba backend")
-        if opset.domain not in ("", "ai.onnx"):
+        if opset.domain not in ("", "ai.onnx", *CONTRIB_DOMAINS):
             used = any(n.domain == opset.domain for n in model.graph.node)
             if used:
                 raise UnsupportedModelError(f"{onnx_path}: operator domain {opset.domain!r} is not supported by the numba backend")
@@ -154,8 +159,10 @@ def read_constants(graph, onnx_path: Path) -> dict[str, np.ndarray]:
 
 
 def read_nodes(graph) -> list[Node]:
-    """The graph's nodes in file order (a node without a name is called ``#<index>``)."""
+    """The graph's nodes in file order (a node without a name is called ``#<index>``); a node of another domain
+    than the default one has the operator name ``"<domain>.<op_type>"``."""
     return [
-        Node(n.op_type, n.name or f"#{i}", list(n.input), list(n.output), {a.name: attr_value(a) for a in n.attribute})
+        Node(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}", n.name or f"#{i}",
+             list(n.input), list(n.output), {a.name: attr_value(a) for a in n.attribute})
         for i, n in enumerate(graph.node)
-    ]
+    ]  # fmt: skip

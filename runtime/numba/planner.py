@@ -1,6 +1,7 @@
 """Planning: from ``model.onnx`` to a :class:`Plan`, once at load and independently of input shapes.
 
-1. every node is checked against the supported operator subset (opset <= 20, default domain) and the
+1. every node is checked against the supported operator subset (opset <= 20, default domain, plus the
+   contrib operators of :data:`~hepzoo.runtime.numba.ir.CONTRIB_DOMAINS` that have a builder) and the
    attribute values the operators implement (:data:`~hepzoo.runtime.numba.operators.BUILDERS`); anything else
    fails here, with an error naming op and node;
 2. nodes whose inputs are all constants (initializer-only subgraphs) are evaluated once (constant folding);

@@ -2,7 +2,10 @@
 
 :func:`bmm` multiplies two runtime tensors (``MatMul`` without a constant weight); :func:`softmax` (float64)
 and :func:`softmax32` (float32, vectorised exp) normalise rows; :func:`attention` runs
-``softmax(q @ kt + mask) @ v`` per batch entry with the scores kept in cache (the MLPF transformer's blocks).
+``softmax(q @ kt + mask) @ v`` per batch entry with the scores kept in cache (the unfused MatMul/Softmax
+form of attention); :func:`online_attention` runs ``softmax(scale * q @ kt) @ v`` streamed over key blocks with
+a running max and sum per query row (ONNX Runtime's ``com.microsoft.MultiHeadAttention``, the form the MLPF
+transformer is exported in): its scratch is a few rows of one key block, never ``M x N``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["attention", "bmm", "softmax", "softmax32"]
+__all__ = ["attention", "bmm", "online_attention", "softmax", "softmax32"]
 
 # fastmath flags that allow reordering sums (matrix products) but keep inf/NaN semantics (-inf masks);
 # error_model="numpy" everywhere: x / 0 gives inf as in NumPy and ONNX, and loops with a division vectorise.
@@ -219,5 +222,104 @@ def attention(q, kt, mask, vt):
                         for j in range(n):
                             t += p[r, j] * vb[c, j]
                         out[b, i + r, c] = t * inv[r]
+            i += rows
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+def online_attention(q, kt, vt, scale, block):
+    """``softmax(scale * q @ kt) @ v`` per group (a batch entry and head) in linear memory (online softmax).
+
+    q ``[G, M, D]``, kt ``[G, D, N]`` (keys transposed), vt ``[G, Dv, N]`` (values transposed) -> ``[G, M, Dv]``.
+    Four query rows at a time (a last group of fewer is padded with zero rows) walk the keys in blocks of
+    ``block``: the block's scores (accumulated over ``D`` as in :func:`attention`, contiguous in N), their max
+    ``b``; each row's running max ``m`` becomes ``m' = max(m, b)``, its running sum and accumulated output are
+    rescaled by ``exp(m - m')`` and the block's ``exp(s - m')`` (sum, and the weighted values: one contiguous
+    dot product per output column for the four rows) added; the output is the accumulator over the sum.
+    Scratch: ``4 x block`` scores and weights, ``4 x Dv`` accumulators. A row whose scores are all ``-inf``
+    gives NaN, as a softmax does.
+    """
+    ng, m, dim = q.shape
+    n = kt.shape[2]
+    dv = vt.shape[1]
+    out = np.empty((ng, m, dv), dtype=q.dtype)
+    bk = max(1, min(block, n))
+    s = np.empty((4, bk), dtype=q.dtype)
+    p = np.empty((4, bk), dtype=q.dtype)
+    bits = np.empty(bk, dtype=np.int32)
+    acc = np.empty((4, dv), dtype=q.dtype)
+    qs = np.empty((4, dim), dtype=q.dtype)
+    run_max = np.empty(4, dtype=q.dtype)
+    run_sum = np.empty(4, dtype=q.dtype)
+    corr = np.empty(4, dtype=q.dtype)
+    sc = q.dtype.type(scale)
+    for g in range(ng):
+        kb = kt[g]
+        vb = vt[g]
+        i = 0
+        while i < m:
+            rows = min(4, m - i)
+            for r in range(4):
+                run_max[r] = -np.inf
+                run_sum[r] = _F0
+                for c in range(dv):
+                    acc[r, c] = _F0
+                for k in range(dim):
+                    qs[r, k] = q[g, i + r, k] * sc if r < rows else _F0
+            j0 = 0
+            while j0 < n:
+                w = min(bk, n - j0)
+                for r in range(4):
+                    for j in range(w):
+                        s[r, j] = _F0
+                k = 0
+                while k + 2 <= dim:
+                    a0, a1, a2, a3 = qs[0, k], qs[1, k], qs[2, k], qs[3, k]
+                    c0, c1, c2, c3 = qs[0, k + 1], qs[1, k + 1], qs[2, k + 1], qs[3, k + 1]
+                    k0 = kb[k, j0 : j0 + w]
+                    k1 = kb[k + 1, j0 : j0 + w]
+                    for j in range(w):
+                        w0 = k0[j]
+                        w1 = k1[j]
+                        s[0, j] += a0 * w0 + c0 * w1
+                        s[1, j] += a1 * w0 + c1 * w1
+                        s[2, j] += a2 * w0 + c2 * w1
+                        s[3, j] += a3 * w0 + c3 * w1
+                    k += 2
+                if k < dim:
+                    a0, a1, a2, a3 = qs[0, k], qs[1, k], qs[2, k], qs[3, k]
+                    k0 = kb[k, j0 : j0 + w]
+                    for j in range(w):
+                        w0 = k0[j]
+                        s[0, j] += a0 * w0
+                        s[1, j] += a1 * w0
+                        s[2, j] += a2 * w0
+                        s[3, j] += a3 * w0
+                for r in range(4):
+                    new = max(run_max[r], _row_max32(s[r], w, bits))
+                    corr[r] = math.exp(run_max[r] - new)  # 0 on the first block; NaN while every score is -inf
+                    run_sum[r] = run_sum[r] * corr[r] + _exp_sub_sum32(s[r], new, w, p[r], bits)
+                    run_max[r] = new
+                for c in range(dv):
+                    t0 = _F0
+                    t1 = _F0
+                    t2 = _F0
+                    t3 = _F0
+                    vc = vb[c, j0 : j0 + w]
+                    for j in range(w):
+                        x = vc[j]
+                        t0 += p[0, j] * x
+                        t1 += p[1, j] * x
+                        t2 += p[2, j] * x
+                        t3 += p[3, j] * x
+                    acc[0, c] = acc[0, c] * corr[0] + t0
+                    acc[1, c] = acc[1, c] * corr[1] + t1
+                    acc[2, c] = acc[2, c] * corr[2] + t2
+                    acc[3, c] = acc[3, c] * corr[3] + t3
+                j0 += w
+            for r in range(rows):
+                inv = _F1 / run_sum[r]
+                for c in range(dv):
+                    out[g, i + r, c] = acc[r, c] * inv
             i += rows
     return out

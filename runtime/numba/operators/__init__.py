@@ -6,12 +6,13 @@ and returns the function that runs the node (the builder protocol: :mod:`.common
 - :mod:`.elementwise`: unary math and activations, arithmetic, Equal, Where, Clip, Cast, Identity, Constant;
 - :mod:`.shape`: shape manipulation, slicing, Gather, GatherElements, ScatterElements;
 - :mod:`.reduce`: ReduceSum, ArgMax, Softmax, LayerNormalization, TopK;
-- :mod:`.matmul`: MatMul, Gemm, and the functions of fused dense and attention steps.
+- :mod:`.matmul`: MatMul, Gemm, and the functions of fused dense and attention steps;
+- :mod:`.contrib`: ONNX Runtime contrib operators (``com.microsoft.MultiHeadAttention``), named ``domain.op``.
 """
 
 from __future__ import annotations
 
-from . import elementwise, matmul, reduce, shape
+from . import contrib, elementwise, matmul, reduce, shape
 from .common import Builder
 
 __all__ = ["BUILDERS"]
@@ -27,4 +28,4 @@ def _merge(*tables: dict[str, Builder]) -> dict[str, Builder]:
     return merged
 
 
-BUILDERS: dict[str, Builder] = _merge(elementwise.BUILDERS, shape.BUILDERS, reduce.BUILDERS, matmul.BUILDERS)
+BUILDERS: dict[str, Builder] = _merge(elementwise.BUILDERS, shape.BUILDERS, reduce.BUILDERS, matmul.BUILDERS, contrib.BUILDERS)
