@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of the wider GNN-LSH trained from scratch over several CPU sessions (issue 16; started in session 7, not
 # released). Data: zoo/mlpf-v2-data.sh at SCALE=1 into data/v4 (see zoo/mlpf-v4-recipe.sh for seeds and sizes).
-# Training: configs/zoo/mlpf-gnnlsh-w192.yaml (width 192, seed 2030, lr 1e-3, one cosine schedule over 20 000 steps),
+# Training: configs/zoo/mlpf-gnnlsh-w192.yaml (width 192, seed 2030, lr 1e-3, one cosine schedule over 12 000 steps),
 # one CPU thread. Each session resumes exactly from the committed checkpoint and commits the new one:
 #   cp runs/v6/gnnlsh-w192/last.pt checkpoints/mlpf-v6/gnnlsh-w192_last.pt
 # Evaluation of its snapshots (learning curve, 300 held-out ttbar events):
