@@ -111,6 +111,14 @@ def masked_features(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.unsqueeze(-1), features, torch.zeros_like(features))
 
 
+def stable_argsort(keys: torch.Tensor, dim: int) -> torch.Tensor:
+    """``argsort`` with equal keys in index order, as ONNX TopK orders them: eager and every exported backend then
+    agree on ties (the exporter has no stable sort; outside export torch's default sort is not stable)."""
+    if torch.onnx.is_in_onnx_export():
+        return torch.argsort(keys, dim=dim)  # exported as TopK, stable by its specification
+    return torch.argsort(keys, dim=dim, stable=True)
+
+
 def mlp(n_in: int, n_hidden: int, n_out: int, dropout: float = 0.0) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(n_in, n_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(n_hidden, n_out)

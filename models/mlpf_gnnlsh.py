@@ -70,7 +70,7 @@ class LSHGraphLayer(nn.Module):
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, N, D = h.shape
         d = self.dist(h)
-        perm = torch.argsort(self.sort_keys(d.detach(), mask), dim=1)  # [B, N]
+        perm = common.stable_argsort(self.sort_keys(d.detach(), mask), dim=1)  # [B, N]
         idx_h = perm.unsqueeze(-1).expand(-1, -1, D)
         hs = torch.gather(h, 1, idx_h)
         ds = torch.gather(d, 1, perm.unsqueeze(-1).expand(-1, -1, d.shape[-1]))

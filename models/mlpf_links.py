@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from hepzoo.datasets import schema
-from hepzoo.models.mlpf_common import mlp
+from hepzoo.models.mlpf_common import mlp, stable_argsort
 
 EF = schema.ElementFeature
 ET = schema.ElementType
@@ -113,7 +113,9 @@ class LinkFeatures(nn.Module):
         upper = torch.clamp(sin * 1.0e30, min=0.0, max=1.0)  # 1 for sin > 0 (phi in (0, pi)), 0 for sin <= 0
         pseudo = upper * (1.0 - cos) + (1.0 - upper) * (3.0 + cos)
         pos = torch.arange(N, device=feats.device, dtype=feats.dtype).unsqueeze(0)
-        perm = torch.argsort(torch.where(mask, pseudo, _PAD_KEY + pos), dim=1)  # [B, N]
+        # stable: equal keys (clusters on one tower column share phi exactly) keep index order, as ONNX TopK does,
+        # so every backend sees the same neighbours
+        perm = stable_argsort(torch.where(mask, pseudo, _PAD_KEY + pos), dim=1)  # [B, N]
         geo = torch.stack([eta, sin, cos], dim=-1)
         geo_s = torch.gather(geo, 1, perm.unsqueeze(-1).expand(-1, -1, 3))
         q_s = torch.gather(q, 1, perm.unsqueeze(-1).expand(-1, -1, q.shape[-1]))
