@@ -236,3 +236,32 @@ def test_equal_azimuths_give_the_same_neighbours_on_every_backend(name, tmp_path
     for r, o, key in zip(ref, got_ort, spec.output_names):
         np.testing.assert_allclose(o, r, atol=2e-4, rtol=2e-4, err_msg=f"ORT {key}")
         np.testing.assert_allclose(got_nb[key], r, atol=2e-4, rtol=2e-4, err_msg=f"numba {key}")
+
+
+def test_gnnlsh_with_links_matches_eager_above_8192_elements(tmp_path):
+    """Pile-up size (8 512 slots, 8 300 real: the window sees a small part of the event) on ONNX Runtime and numba."""
+    ort = pytest.importorskip("onnxruntime")
+    from hepzoo.export.onnx_export import _export
+    from hepzoo.models import get_spec
+    from hepzoo.runtime.numba import NumbaBackend
+
+    torch.manual_seed(0)
+    model = create_model("mlpf-gnnlsh", width=16, num_layers=2, link_window=32, measured_tracks=True).eval()
+    for p in model.heads.reg[-1].parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    spec = get_spec("mlpf-gnnlsh")
+    path = tmp_path / "m.onnx"
+    _export(model, spec, make_mlpf_inputs(1, 128, seed=1), None, path)
+    x = make_mlpf_inputs(1, 8512, seed=8)
+    mask = x["mask"].clone()
+    mask[:, 8300:] = False
+    feed = {"features": x["features"].numpy(), "mask": mask.numpy()}
+    with torch.no_grad():
+        ref = [t.numpy() for t in model(x["features"], mask)]
+    got_ort = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+    got_nb = NumbaBackend(path).run(feed)
+    keep = mask.numpy()
+    for r, o, key in zip(ref, got_ort, spec.output_names):
+        np.testing.assert_allclose(o[keep], r[keep], atol=spec.export.atol, rtol=spec.export.rtol, err_msg=f"ORT {key}")
+        np.testing.assert_allclose(got_nb[key][keep], r[keep], atol=spec.export.atol, rtol=spec.export.rtol,
+                                   err_msg=f"numba {key}")  # fmt: skip
