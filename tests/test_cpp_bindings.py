@@ -24,13 +24,14 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from hepzoo.export.card import CARD, ModelCard, load_card  # noqa: E402
+from hepzoo.models.families import get_family  # noqa: E402
 from hepzoo.export.zoo import Release, list_releases  # noqa: E402
 from hepzoo.runtime import Session  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASES = [r for r in list_releases() if (r.path / CARD).is_file()]
 IDS = [f"{r.name}-{r.version}" for r in RELEASES]
-FLASHSIM = [r for r in RELEASES if load_card(r.path, verify_onnx=False).family == "flashsim"]
+FLASHSIM = [r for r in RELEASES if get_family(load_card(r.path, verify_onnx=False).family).generative]
 
 # MLPF cases: (name, element counts per event, size-bucket override or None, events per ONNX Runtime call).
 # Non-bucket sizes, a bucket boundary, empty events, batches split in chunks, and events above the largest bucket
@@ -126,7 +127,7 @@ def golden(request, tmp_path_factory) -> tuple[Release, list[Path]]:
     session = Session.load(release.path, backend="onnxruntime-cpu")
     card = session.card
     cases = []
-    if card.family == "mlpf":
+    if get_family(card.family).elements:
         for seed, (name, counts, buckets, batch_size) in enumerate(MLPF_CASES):
             x, offsets = _element_rows(card, counts, seed)
             out = session.run_elements(x, offsets, batch_size=batch_size, buckets=buckets)
@@ -231,7 +232,7 @@ def test_wrong_feature_count(cpp_build, release):
     card = load_card(release.path)
     message = _error(_drive(cpp_build, "bad-input", "features", release.path))
     assert message.startswith(f"hepzoo::Session({card.name}): ")
-    if card.family == "mlpf":
+    if get_family(card.family).elements:
         n = card.inputs[0].shape[-1]
         assert f"input '{card.inputs[0].name}' of event 0: expected {n} features per element" in message
         assert message.endswith(f"got {n - 1}")
@@ -246,7 +247,7 @@ def test_non_finite_input_names_tensor_event_and_feature(cpp_build, release, kin
     card = load_card(release.path)
     message = _error(_drive(cpp_build, "bad-input", kind, release.path))
     value = "NaN" if kind == "nan" else "+inf"
-    if card.family == "mlpf":  # event 1, element 3, feature 1
+    if get_family(card.family).elements:  # event 1, element 3, feature 1
         feature = card.inputs[0].feature_names[1]
         assert f"input '{card.inputs[0].name}' of event 1, element 3, feature '{feature}': {value}" in message
     elif kind == "nan":  # context row 2, column 1
@@ -262,14 +263,14 @@ def test_empty_event_gives_empty_outputs(cpp_build, release):
     proc = _drive(cpp_build, "bad-input", "empty", release.path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout.split("EMPTY ", 1)[1])
-    prefix = 2 if card.family == "mlpf" else 1
+    prefix = 2 if get_family(card.family).elements else 1
     empty = {t.name: [0, *t.shape[prefix:]] for t in card.outputs}
     for key, shapes in report.items():
         if key == "run(events)[0]":  # the non-empty neighbour: 3 rows
             assert shapes == {t.name: [3, *t.shape[prefix:]] for t in card.outputs}
         else:
             assert {k: v for k, v in shapes.items() if k in empty} == empty, key
-    if card.family == "mlpf":
+    if get_family(card.family).elements:
         session = Session.load(release.path, backend="onnxruntime-cpu")
         python = session.run_elements(np.zeros((0, card.inputs[0].shape[-1]), np.float32), np.array([0, 0]))
         assert {k: list(v.shape) for k, v in python.items()} == empty
