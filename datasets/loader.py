@@ -12,7 +12,8 @@
 * :func:`collate` — pads a list of per-event samples (e.g. from a map-style dataset) to one bucket.
 
 Batch dict: ``features [B,S,F] float32``, ``mask [B,S] bool``, ``target_cls [B,S] int64`` (0 = NONE in
-padding), ``target_reg [B,S,T] float32``, ``n_elements [B] int64``, ``event_id [B] int64``.
+padding), ``target_reg [B,S,T] float32``, ``n_elements [B] int64``, ``event_id [B] int64``, and with
+``jets=True`` ``jet_index [B,S] int64`` (the slot's generator jet, 1-based within the event; 0 for none).
 Events above the largest bucket raise :class:`~hepzoo.datasets.ragged.OversizeEventError` naming the file
 and event; they are never truncated.
 """
@@ -37,6 +38,8 @@ from hepzoo.datasets.elements import (  # noqa: F401  (element_features/element_
     element_targets,
     offsets_from_counts,
 )
+from hepzoo.datasets.dtypes import SchemaError
+from hepzoo.datasets.jet_assign import element_jet_index
 from hepzoo.datasets.mapping import BranchMapping
 from hepzoo.datasets.ragged import DEFAULT_BUCKETS, OversizeEventError, choose_bucket, group_by_bucket, pad
 
@@ -49,6 +52,7 @@ def _batch(
     idx: np.ndarray,
     size: int,
     event_ids: np.ndarray,
+    jet_index: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pad events ``idx`` (rows ``off[i]:off[i+1]``) to ``size``."""
     counts = off[idx + 1] - off[idx]
@@ -57,7 +61,7 @@ def _batch(
     feats, mask = pad(x[rows], sub_off, size, event_ids=event_ids[idx])
     tcls, _ = pad(cls[rows], sub_off, size)
     treg, _ = pad(reg[rows], sub_off, size)
-    return {
+    batch = {
         "features": torch.from_numpy(feats),
         "mask": torch.from_numpy(mask),
         "target_cls": torch.from_numpy(tcls),
@@ -65,6 +69,9 @@ def _batch(
         "n_elements": torch.from_numpy(counts.astype(np.int64)),
         "event_id": torch.from_numpy(event_ids[idx].astype(np.int64)),
     }
+    if jet_index is not None:  # 0 (no jet) in padding
+        batch["jet_index"] = torch.from_numpy(pad(jet_index[rows], sub_off, size)[0])
+    return batch
 
 
 def chunk_to_batches(
@@ -74,10 +81,18 @@ def chunk_to_batches(
     *,
     rng: np.random.Generator | None = None,
     source: str = "",
+    jets: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Bucketed, padded batches of one chunk (bucket order ascending; event order kept unless ``rng``)."""
+    """Bucketed, padded batches of one chunk (bucket order ascending; event order kept unless ``rng``).
+    ``jets``: also ``jet_index [B,S]`` (:func:`hepzoo.datasets.jet_assign.element_jet_index`; needs ``genjet``)."""
     x, off = element_features(events)
     cls, reg, _ = element_targets(events)
+    jet_index = None
+    if jets:
+        try:
+            jet_index = element_jet_index(events, x, cls, reg, off)
+        except SchemaError as err:
+            raise SchemaError(f"{source}: {err}" if source else str(err)) from None
     counts = np.diff(off)
     event_ids = (
         ak.to_numpy(events["event_id"]).astype(np.int64)
@@ -96,7 +111,7 @@ def chunk_to_batches(
     if rng is not None:
         plan = [plan[i] for i in rng.permutation(len(plan))]
     for size, idx in plan:
-        yield _batch(x, cls, reg, off, idx, size, event_ids)
+        yield _batch(x, cls, reg, off, idx, size, event_ids, jet_index)
 
 
 def consumer_shard() -> tuple[int, int]:
@@ -114,7 +129,8 @@ class MLPFDataset(torch.utils.data.IterableDataset):
 
     ``paths``: files or glob patterns; ``step_size``: events per work unit (an entry range of one file);
     ``batch_size``: at most this many events per batch; ``shuffle``: permute work units, events within a
-    bucket and batches, reproducibly from ``seed`` and the epoch (:meth:`set_epoch`).
+    bucket and batches, reproducibly from ``seed`` and the epoch (:meth:`set_epoch`); ``jets``: read the
+    generator jets too and add each slot's ``jet_index`` (for the jet-level loss).
     """
 
     def __init__(
@@ -127,8 +143,10 @@ class MLPFDataset(torch.utils.data.IterableDataset):
         mapping: BranchMapping | None = None,
         shuffle: bool = False,
         seed: int = 0,
+        jets: bool = False,
     ):
         super().__init__()
+        self.jets = bool(jets)
         if step_size <= 0 or batch_size <= 0:
             raise ValueError("step_size and batch_size must be positive")
         self.files = io.expand_paths(paths)
@@ -155,11 +173,11 @@ class MLPFDataset(torch.utils.data.IterableDataset):
             rng = np.random.default_rng([self.seed, self.epoch])
             units = [units[i] for i in rng.permutation(len(units))]
             rng = np.random.default_rng([self.seed, self.epoch, me])
-        collections = ["trk", "clu", "tgt"]
+        collections = ["trk", "clu", "tgt", *(["genjet"] if self.jets else [])]
         for path, start, stop in units[me::n]:
             chunk = io.read_range(path, start, stop, collections=collections, mapping=self.mapping)
             yield from chunk_to_batches(
-                chunk, self.batch_size, self.buckets, rng=rng, source=f"{path} entries {start}-{stop}"
+                chunk, self.batch_size, self.buckets, rng=rng, source=f"{path} entries {start}-{stop}", jets=self.jets
             )
 
     def approx_num_batches(self) -> int:
@@ -195,10 +213,12 @@ def make_dataloader(
     shuffle: bool = False,
     seed: int = 0,
     mapping: BranchMapping | None = None,
+    jets: bool = False,
     **loader_kw: Any,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over :class:`MLPFDataset` (the dataset batches; the loader only moves and prefetches)."""
     ds = MLPFDataset(
-        paths, step_size=step_size, batch_size=batch_size, buckets=buckets, mapping=mapping, shuffle=shuffle, seed=seed
-    )
+        paths, step_size=step_size, batch_size=batch_size, buckets=buckets, mapping=mapping, shuffle=shuffle, seed=seed,
+        jets=jets,
+    )  # fmt: skip
     return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers, **loader_kw)

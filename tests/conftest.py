@@ -185,6 +185,13 @@ def _synthetic_events(n: int, seed: int = 0, max_elements: int = 10, first_id: i
         ev["tgt_charge"] = np.where(np.isin(cls, [1, 4, 5]), charge, 0).astype(np.int32)
         phi = rng.uniform(-np.pi, np.pi, size=ntrk + nclu)
         ev["tgt_sin_phi"], ev["tgt_cos_phi"] = np.sin(phi).astype("f4"), np.cos(phi).astype("f4")
+        # generator jets on the first target slots (own generator: the element data stay as they were)
+        jrng = np.random.default_rng([seed, i, 7])
+        nj = min(2, ntrk + nclu)
+        ev.update(_coll("genjet", nj, jrng))
+        ev["genjet_pt"] = jrng.uniform(25.0, 60.0, size=nj).astype("f4")
+        ev["genjet_eta"] = np.minimum(ev["tgt_eta"][:nj], 2.4).astype("f4")
+        ev["genjet_phi"] = phi[:nj].astype("f4")
         out.append(ev)
     return out
 

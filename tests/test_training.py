@@ -107,7 +107,7 @@ def test_mlpf_loss_hand_values():
 def test_loss_counts_and_empty_selections():
     target_cls = torch.tensor([[1, 0, 2, 4], [5, 3, 0, 0]])
     mask = torch.tensor([[True, True, True, False], [True, True, True, False]])
-    assert loss_counts(target_cls, mask).tolist() == [6.0, 2.0, 4.0]  # the ELECTRON slot is padding
+    assert loss_counts(target_cls, mask).tolist() == [6.0, 2.0, 4.0, 0.0]  # the ELECTRON slot is padding; no jets
     # no charged, no particle target: those components are exactly 0 and still differentiable
     logits = torch.zeros(1, 2, N_CLS, requires_grad=True)
     out = mlpf_loss(logits, torch.zeros(1, 2, 3), torch.ones(1, 2, 5), torch.zeros(1, 2, dtype=torch.int64),

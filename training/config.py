@@ -111,6 +111,14 @@ class LossConfig(_Section):
         "element", description="MLPF energy weighting: E = the element's measured energy (unbiased), or the larger "
         "of measured and target energy (biases energies up; kept to reproduce release-2 stage 1)"
     )
+    jet_weight: float = Field(
+        0.0, ge=0, description="MLPF: weight of the jet-level term (predicted vs target pT of each generator jet's "
+        "slots, hepzoo.training.jet_loss); 0 = off (the batches then carry no jets)"
+    )
+    jet_scale: float = Field(0.1, gt=0, description="MLPF jet term: log pT ratios are divided by this before the Huber")
+    jet_class_gradient: bool = Field(
+        True, description="MLPF jet term: also train the class decision (straight-through gradient of 1 - p_NONE)"
+    )
     nll_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the mean NLL over matched rows")
     eff_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the efficiency BCE over all rows")
 

@@ -16,7 +16,9 @@ runs over in this batch (``loss_counts``), clamped to >= 1. Under DDP the traini
 ``norm = global counts / world size`` so that the averaged gradient equals the gradient of the global mean,
 whatever the split of elements across ranks. ``norm = ones`` gives plain sums (used to accumulate validation).
 
-``total = cls_weight * cls + charge_weight * charge + reg_weight * (pt + eta + sin_phi + cos_phi + e)``.
+``total = cls_weight * cls + charge_weight * charge + reg_weight * (pt + eta + sin_phi + cos_phi + e)
++ jet_weight * jet``. ``jet`` (release 5 candidates) is the jet-level term of :mod:`hepzoo.training.jet_loss`,
+a sum over generator jets divided by the number of jets (the fourth count).
 
 Energy weighting (``energy_weight_power`` p > 0, release 2): jets and MET sum energies, so an element's error
 matters in proportion to its energy. Each element's ``cls`` and regression terms are multiplied by
@@ -36,10 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from hepzoo.datasets.schema import TargetClass, TargetFeature
+from hepzoo.training.jet_loss import count_jets, jet_loss_sum
 
 CHARGED_CLASSES: tuple[TargetClass, ...] = (TargetClass.CHARGED_HADRON, TargetClass.ELECTRON, TargetClass.MUON)
 REGRESSION_NAMES: tuple[str, ...] = ("pt", "eta", "sin_phi", "cos_phi", "e")  # model regression output order
-COMPONENTS: tuple[str, ...] = ("total", "cls", "charge", "reg", *REGRESSION_NAMES)
+COMPONENTS: tuple[str, ...] = ("total", "cls", "charge", "reg", *REGRESSION_NAMES, "jet")
 _LOG_REG = {"pt", "e"}
 
 
@@ -50,16 +53,28 @@ def _charged(target_cls: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def loss_counts(target_cls: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """float32[3]: (real elements, elements with a charged target, elements with a particle target)."""
+def loss_counts(
+    target_cls: torch.Tensor,
+    mask: torch.Tensor,
+    target_reg: torch.Tensor | None = None,
+    jet_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """float32[4]: (real elements, elements with a charged target, elements with a particle target, jets of the
+    jet term; 0 without ``jet_index``)."""
     mask = mask.bool()
+    jets = torch.zeros((), dtype=torch.float32, device=mask.device)
+    if jet_index is not None:
+        if target_reg is None:
+            raise ValueError("loss_counts: counting jets needs target_reg")
+        jets = count_jets(target_cls, target_reg, jet_index, mask)
     return torch.stack(
         [
-            mask.sum(),
-            (mask & _charged(target_cls)).sum(),
-            (mask & (target_cls != int(TargetClass.NONE))).sum(),
+            mask.sum().to(torch.float32),
+            (mask & _charged(target_cls)).sum().to(torch.float32),
+            (mask & (target_cls != int(TargetClass.NONE))).sum().to(torch.float32),
+            jets,
         ]
-    ).to(torch.float32)
+    )
 
 
 def focal_loss(
@@ -91,6 +106,10 @@ def mlpf_loss(
     energy_weight_power: float = 0.0,
     element_energy: torch.Tensor | None = None,
     energy_weight_source: str = "element",
+    jet_index: torch.Tensor | None = None,
+    jet_weight: float = 0.0,
+    jet_scale: float = 0.1,
+    jet_class_gradient: bool = True,
 ) -> dict[str, torch.Tensor]:
     """All loss components (scalars, keys ``COMPONENTS``) for one padded batch.
 
@@ -98,10 +117,14 @@ def mlpf_loss(
     cos_phi, e), ``target_cls [B,N]``, ``target_reg [B,N,6]`` (``TargetFeature`` order), ``mask [B,N]``.
     ``norm``: denominators (real, charged, particle) replacing this batch's counts (see module docstring).
     ``element_energy [B,N]``: the elements' measured energies, needed when ``energy_weight_power > 0``.
+    ``jet_index [B,N]``: each slot's generator jet (1-based, 0 = none); with it the ``jet`` component is computed
+    (:mod:`hepzoo.training.jet_loss`) and enters ``total`` with ``jet_weight``; without it ``jet`` is 0.
     """
     mask = mask.bool()
+    if jet_weight > 0 and jet_index is None:
+        raise ValueError("mlpf_loss: jet_weight > 0 needs jet_index (load the batches with jets=True)")
     if norm is None:
-        norm = loss_counts(target_cls, mask)
+        norm = loss_counts(target_cls, mask, target_reg, jet_index)
     norm = norm.to(device=cls_logits.device, dtype=torch.float32).clamp(min=1.0)
     cw = None
     if class_weights is not None:
@@ -138,5 +161,12 @@ def mlpf_loss(
         out[name] = (F.huber_loss(p, t, reduction="none", delta=huber_delta) * w_sel).sum() / norm[2]
         reg_total = reg_total + out[name]
     out["reg"] = reg_total
+    out["jet"] = torch.zeros((), dtype=torch.float32, device=cls_logits.device)
+    if jet_index is not None:
+        out["jet"] = jet_loss_sum(
+            cls_logits, regression, target_cls, target_reg, jet_index, mask, jet_scale, jet_class_gradient
+        ) / norm[3]
     out["total"] = weights[0] * out["cls"] + weights[1] * out["charge"] + weights[2] * reg_total
+    if jet_weight > 0:
+        out["total"] = out["total"] + jet_weight * out["jet"]
     return {k: out[k] for k in COMPONENTS}

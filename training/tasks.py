@@ -138,8 +138,8 @@ class MLPFTask(Task):
     """Element-aligned MLPF training: ``MLPFDataset`` batches and ``mlpf_loss``."""
 
     components = COMPONENTS
-    n_counts = 3
-    val_sums = {"cls": 0, "charge": 1, **{n: 2 for n in REGRESSION_NAMES}}
+    n_counts = 4
+    val_sums = {"cls": 0, "charge": 1, **{n: 2 for n in REGRESSION_NAMES}, "jet": 3}
 
     def __init__(self, cfg: TrainConfig, info: D.DistInfo):
         super().__init__(cfg, info)
@@ -151,21 +151,25 @@ class MLPFTask(Task):
             "weights": (lc.cls_weight, lc.charge_weight, lc.reg_weight),
             "energy_weight_power": lc.energy_weight_power,
             "energy_weight_source": lc.energy_weight_source,
+            "jet_weight": lc.jet_weight,
+            "jet_scale": lc.jet_scale,
+            "jet_class_gradient": lc.jet_class_gradient,
         }
+        self.jets = lc.jet_weight > 0
 
     def make_loader(self, paths: Sequence[str], *, train: bool) -> torch.utils.data.DataLoader:
         d, seed = self.cfg.data, self.cfg.seed
         extra = {"seed": seed, "pin_memory": self.info.device.type == "cuda"} if train else {}
         return make_dataloader(
             paths, batch_size=d.batch_size, step_size=d.step_size, buckets=d.buckets, num_workers=d.num_workers,
-            shuffle=d.shuffle and train, generator=torch.Generator().manual_seed(seed), **extra,
+            shuffle=d.shuffle and train, generator=torch.Generator().manual_seed(seed), jets=self.jets, **extra,
         )  # fmt: skip
 
     def count_batches(self, loader: torch.utils.data.DataLoader) -> int:
         return count_batches_per_epoch(loader.dataset, self.info)
 
     def counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_counts(batch["target_cls"], batch["mask"])
+        return loss_counts(batch["target_cls"], batch["mask"], batch["target_reg"], batch.get("jet_index"))
 
     def losses(self, module, batch, norm, autocast):
         with autocast():
@@ -173,14 +177,14 @@ class MLPFTask(Task):
         energy = batch["features"][..., int(ElementFeature.E)]
         return mlpf_loss(
             *outs, batch["target_cls"], batch["target_reg"], batch["mask"], norm=norm, element_energy=energy,
-            **self.loss_kw,
+            jet_index=batch.get("jet_index"), **self.loss_kw,
         )  # fmt: skip
 
     def finalize_val(self, means: dict[str, float]) -> dict[str, float]:
         val = dict(means)
         val["reg"] = sum(val[n] for n in REGRESSION_NAMES)
         w = self.loss_kw["weights"]
-        val["total"] = w[0] * val["cls"] + w[1] * val["charge"] + w[2] * val["reg"]
+        val["total"] = w[0] * val["cls"] + w[1] * val["charge"] + w[2] * val["reg"] + self.loss_kw["jet_weight"] * val["jet"]
         return {k: val[k] for k in COMPONENTS}
 
 

@@ -1,0 +1,89 @@
+"""Jet-level MLPF loss term: the predicted pT of each generator jet's slots against their targets' pT.
+
+The element-aligned loss (:mod:`hepzoo.training.losses`) judges each slot alone, while the physics is judged on
+jets: a neutral hadron the classifier misses, or cluster energy split over two slots, costs a jet its energy even
+where every slot's regression is individually plausible. The rule-based PF gets jet energy right by construction
+(calorimeter energy minus track momenta becomes neutrals); this term asks the model for the same sums.
+
+For each generator jet (``jet_index`` from :func:`hepzoo.datasets.jet_assign.element_jet_index`) the term compares
+the vector pT sum over the jet's slots of the *decoded* candidates (a slot counts when its argmax class is not
+``NONE``) with the same sum over the slots' targets:
+
+    r_J = log(|sum_i s_i pT_i (cos phi_i, sin phi_i)| / |sum_i pT^t_i (cos phi^t_i, sin phi^t_i)|) / scale
+    jet = sum_J Huber_1(r_J) / n_jets
+
+``s_i`` is a straight-through indicator: 1 or 0 from the argmax in the forward pass, with the gradient of
+``1 - p_NONE`` in the backward pass, so the term trains both the regression and the class decision. Jets whose
+target sum is below ``min_target_pt`` are left out. ``scale`` (default 0.1, about the jet resolution reached)
+makes a typical jet contribute O(1), like the per-element terms.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hepzoo.datasets.schema import TargetClass, TargetFeature
+from hepzoo.models.mlpf_decode import REGRESSION_COLUMN
+
+_PT, _SIN, _COS = (REGRESSION_COLUMN[f] for f in (TargetFeature.PT, TargetFeature.SIN_PHI, TargetFeature.COS_PHI))
+MIN_TARGET_PT = 5.0
+
+
+def _jet_ids(jet_index: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(flat slot selection [B*S] bool, global jet id of the selected slots, number of ids B*K)."""
+    b, s = jet_index.shape
+    k = int(jet_index.max().item()) + 1 if jet_index.numel() else 1
+    gid = torch.arange(b, device=jet_index.device).unsqueeze(1) * k + jet_index
+    sel = (mask.bool() & (jet_index > 0)).reshape(-1)
+    return sel, gid.reshape(-1)[sel], b * k
+
+
+def _vector_sum(pt: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, gid: torch.Tensor, n: int) -> torch.Tensor:
+    """|sum of pT vectors| per jet id ``[n]``; (sin, cos) are normalised first (predictions need not be unit)."""
+    norm = torch.sqrt(sin * sin + cos * cos).clamp(min=1e-6)
+    px = torch.zeros(n, dtype=pt.dtype, device=pt.device).index_add(0, gid, pt * cos / norm)
+    py = torch.zeros(n, dtype=pt.dtype, device=pt.device).index_add(0, gid, pt * sin / norm)
+    return torch.sqrt(px * px + py * py + 1e-12)
+
+
+def target_jet_pt(
+    target_cls: torch.Tensor, target_reg: torch.Tensor, jet_index: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target pT of every jet id ``[B*K]``, which of them enter the loss ``[B*K]`` bool)."""
+    sel, gid, n = _jet_ids(jet_index, mask)
+    tgt = target_reg.reshape(-1, target_reg.shape[-1])[sel].float()
+    on = (target_cls.reshape(-1)[sel] != int(TargetClass.NONE)).float()
+    t = _vector_sum(
+        tgt[:, TargetFeature.PT] * on, tgt[:, TargetFeature.SIN_PHI], tgt[:, TargetFeature.COS_PHI], gid, n
+    )
+    return t, t > MIN_TARGET_PT
+
+
+def count_jets(target_cls: torch.Tensor, target_reg: torch.Tensor, jet_index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Number of jets that enter the loss (float32 scalar)."""
+    return target_jet_pt(target_cls, target_reg, jet_index, mask)[1].sum().to(torch.float32)
+
+
+def jet_loss_sum(
+    cls_logits: torch.Tensor,
+    regression: torch.Tensor,
+    target_cls: torch.Tensor,
+    target_reg: torch.Tensor,
+    jet_index: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float = 0.1,
+    class_gradient: bool = True,
+) -> torch.Tensor:
+    """Sum over jets of ``Huber_1(log(pred/target jet pT) / scale)`` (see the module docstring).
+    ``class_gradient=False``: the slots' 0/1 decision carries no gradient (the term trains the regression only)."""
+    t, valid = target_jet_pt(target_cls, target_reg, jet_index, mask)
+    sel, gid, n = _jet_ids(jet_index, mask)
+    logits = cls_logits.reshape(-1, cls_logits.shape[-1])[sel].float()
+    p_real = 1.0 - torch.softmax(logits, dim=-1)[:, int(TargetClass.NONE)]
+    hard = (logits.argmax(-1) != int(TargetClass.NONE)).float()
+    s = hard + p_real - p_real.detach() if class_gradient else hard
+    reg = regression.reshape(-1, regression.shape[-1])[sel].float()
+    p = _vector_sum(s * reg[:, _PT], reg[:, _SIN], reg[:, _COS], gid, n)
+    r = (torch.log(p[valid] + 1e-3) - torch.log(t[valid])) / scale
+    return F.huber_loss(r, torch.zeros_like(r), reduction="sum", delta=1.0)
