@@ -95,10 +95,14 @@ def test_jet_loss_hand_values():
 def test_jet_loss_gradients_reach_regression_and_class():
     logits, reg, tcls, treg, jet, mask = _jet_batch(0.8)  # jets 20 % low
     logits[0, 2, int(TC.NONE)] = 4.9  # still decoded a neutral hadron, but barely
+    # the photon at phi = 0.5 (prediction and target): directions now change the vector sum
+    reg[0, 1, 2], reg[0, 1, 3] = math.sin(0.5), math.cos(0.5)
+    treg[0, 1, TF.SIN_PHI], treg[0, 1, TF.COS_PHI] = math.sin(0.5), math.cos(0.5)
     logits.requires_grad_(True)
     reg.requires_grad_(True)
     jet_loss_sum(logits, reg, tcls, treg, jet, mask).backward()
     assert (reg.grad[0, :3, 0] < 0).all()  # raise every counted pT
+    assert (reg.grad[0, :, 1:] == 0).all()  # never move eta or the direction
     assert logits.grad[0, 2, int(TC.NONE)] > 0  # make NONE less likely (straight-through gradient of 1 - p_NONE)
     assert torch.isfinite(logits.grad[0, :3]).all() and (logits.grad[0, 3] == 0).all()
     # regression only: the same regression gradient, none for the classes

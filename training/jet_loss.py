@@ -13,7 +13,9 @@ the vector pT sum over the jet's slots of the *decoded* candidates (a slot count
     jet = sum_J Huber_1(r_J) / n_jets
 
 ``s_i`` is a straight-through indicator: 1 or 0 from the argmax in the forward pass, with the gradient of
-``1 - p_NONE`` in the backward pass, so the term trains both the regression and the class decision. Jets whose
+``1 - p_NONE`` in the backward pass, so the term trains both the pT regression and the class decision; the
+predicted directions enter detached (the first version let them move: the angles then spread to shrink the vector
+sums, and the jet matching efficiency fell from 0.983 to 0.963 on the calibration sample). Jets whose
 target sum is below ``min_target_pt`` are left out. ``scale`` (default 0.1, about the jet resolution reached)
 makes a typical jet contribute O(1), like the per-element terms.
 """
@@ -84,6 +86,8 @@ def jet_loss_sum(
     hard = (logits.argmax(-1) != int(TargetClass.NONE)).float()
     s = hard + p_real - p_real.detach() if class_gradient else hard
     reg = regression.reshape(-1, regression.shape[-1])[sel].float()
-    p = _vector_sum(s * reg[:, _PT], reg[:, _SIN], reg[:, _COS], gid, n)
+    # directions detached: the term may move pT and the class decision, never the angles (a shortcut that would
+    # shrink the vector sum by spreading the candidates in phi instead of correcting their pT)
+    p = _vector_sum(s * reg[:, _PT], reg[:, _SIN].detach(), reg[:, _COS].detach(), gid, n)
     r = (torch.log(p[valid] + 1e-3) - torch.log(t[valid])) / scale
     return F.huber_loss(r, torch.zeros_like(r), reduction="sum", delta=1.0)
