@@ -10,7 +10,7 @@ OUT=${OUT:-validate_out/mlpf-physics}
 mkdir -p "$OUT"
 # 1. diagnosis: oracle ablations and per-element-type response, every MLPF release next to PF (ttbar)
 $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "$N" \
-  --model mlpf-gnnlsh/1 --model mlpf-transformer/1 --model mlpf-gnnlsh/2 --model mlpf-transformer/2 \
+  --model mlpf-gnnlsh/2 --model mlpf-transformer/2 \
   --model mlpf-gnnlsh/3 --model mlpf-transformer/3 \
   --json "$OUT/diagnosis_ttbar.json" | tee "$OUT/diagnosis_ttbar.md"
 $PY -m hepzoo.validation.diagnosis --events data/v2/qcd50_test.root -n 1000 \

@@ -148,3 +148,28 @@ def test_dataset_jet_index_and_training_with_jet_term(tmp_path, synthetic_events
     v = vals[-1]
     element_total = v["cls"] + v["charge"] + v["reg"]
     assert v["total"] == pytest.approx(element_total + 0.5 * v["jet"], rel=1e-6)
+
+
+def test_vector_jet_loss_hand_values_and_axis():
+    """vector=True: parallel, perpendicular and eta parts of the jet sum, each relative to the target, over scale."""
+    assert jet_loss_sum(*_jet_batch(1.1), vector=True).item() == pytest.approx(0.5 * 1.0**2, rel=1e-5)
+    logits, reg, tcls, treg, jet, mask = _jet_batch()
+    reg[0, 1, 2], reg[0, 1, 3] = math.sin(0.5), math.cos(0.5)  # the photon predicted 0.5 rad off in phi
+    par = 10.0 * (math.cos(0.5) - 1.0) / 60.0 / 0.1
+    perp = 10.0 * math.sin(0.5) / 60.0 / 0.1
+    assert jet_loss_sum(logits, reg, tcls, treg, jet, mask, vector=True).item() == pytest.approx(
+        0.5 * par**2 + 0.5 * perp**2, rel=1e-5
+    )
+    mag = math.hypot(50.0 + 10.0 * math.cos(0.5), 10.0 * math.sin(0.5))  # the magnitude sees only the length
+    r = math.log((mag + 1e-3) / 60.0) / 0.1
+    assert jet_loss_sum(logits, reg, tcls, treg, jet, mask).item() == pytest.approx(0.5 * r * r, rel=1e-4)
+    # eta: the neutral hadron (20 of 60 GeV) predicted at eta 0.3 moves the pT-weighted eta by 0.1
+    logits, reg, tcls, treg, jet, mask = _jet_batch()
+    reg[0, 2, 1] = 0.3
+    assert jet_loss_sum(logits, reg, tcls, treg, jet, mask, vector=True).item() == pytest.approx(0.5, rel=1e-5)
+    # the axis parts move pT only: more pT on the displaced photon is penalised
+    logits, reg, tcls, treg, jet, mask = _jet_batch()
+    reg[0, 1, 2], reg[0, 1, 3] = math.sin(0.5), math.cos(0.5)
+    reg.requires_grad_(True)
+    jet_loss_sum(logits, reg, tcls, treg, jet, mask, vector=True).backward()
+    assert reg.grad[0, 1, 0] > 0 and (reg.grad[0, :, 1:] == 0).all()

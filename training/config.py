@@ -116,6 +116,10 @@ class LossConfig(_Section):
         "slots, hepzoo.training.jet_loss); 0 = off (the batches then carry no jets)"
     )
     jet_scale: float = Field(0.1, gt=0, description="MLPF jet term: log pT ratios are divided by this before the Huber")
+    jet_vector: bool = Field(
+        False, description="MLPF jet term: compare the jets' axes too (parallel, perpendicular and eta parts of the "
+        "sum), not only the magnitude of the pT sum"
+    )
     jet_class_gradient: bool = Field(
         True, description="MLPF jet term: also train the class decision (straight-through gradient of 1 - p_NONE)"
     )

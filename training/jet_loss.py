@@ -18,6 +18,13 @@ predicted directions enter detached (the first version let them move: the angles
 sums, and the jet matching efficiency fell from 0.983 to 0.963 on the calibration sample). Jets whose
 target sum is below ``min_target_pt`` are left out. ``scale`` (default 0.1, about the jet resolution reached)
 makes a typical jet contribute O(1), like the per-element terms.
+
+``vector=True`` (release 4) compares the jet's axis too, since moving pT onto displaced slots fixes the magnitude
+while it moves the jet (with the magnitude alone the matching efficiency to generator jets within dR 0.1 fell from
+0.982 to 0.962 on the calibration sample). With ``T`` the target sum vector in the transverse plane, ``u`` its
+unit vector and ``v`` the unit vector perpendicular to it, and ``eta_w`` a pT-weighted mean eta:
+
+    jet_J = Huber_1((P.u - |T|) / |T| / scale) + Huber_1(P.v / |T| / scale) + Huber_1((eta_w(P) - eta_w(T)) / scale)
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ import torch.nn.functional as F
 from hepzoo.datasets.schema import TargetClass, TargetFeature
 from hepzoo.models.mlpf_decode import REGRESSION_COLUMN
 
-_PT, _SIN, _COS = (REGRESSION_COLUMN[f] for f in (TargetFeature.PT, TargetFeature.SIN_PHI, TargetFeature.COS_PHI))
+_PT, _ETA, _SIN, _COS = (
+    REGRESSION_COLUMN[f] for f in (TargetFeature.PT, TargetFeature.ETA, TargetFeature.SIN_PHI, TargetFeature.COS_PHI)
+)
 MIN_TARGET_PT = 5.0
 
 
@@ -41,30 +50,37 @@ def _jet_ids(jet_index: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
     return sel, gid.reshape(-1)[sel], b * k
 
 
-def _vector_sum(pt: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, gid: torch.Tensor, n: int) -> torch.Tensor:
-    """|sum of pT vectors| per jet id ``[n]``; (sin, cos) are normalised first (predictions need not be unit)."""
+def _sums(
+    pt: torch.Tensor, eta: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, gid: torch.Tensor, n: int
+) -> torch.Tensor:
+    """Per jet id ``[n, 4]``: (sum px, sum py, sum pT, sum pT*eta); (sin, cos) are normalised first (predictions
+    need not be unit vectors)."""
     norm = torch.sqrt(sin * sin + cos * cos).clamp(min=1e-6)
-    px = torch.zeros(n, dtype=pt.dtype, device=pt.device).index_add(0, gid, pt * cos / norm)
-    py = torch.zeros(n, dtype=pt.dtype, device=pt.device).index_add(0, gid, pt * sin / norm)
-    return torch.sqrt(px * px + py * py + 1e-12)
+    cols = torch.stack([pt * cos / norm, pt * sin / norm, pt, pt * eta], dim=-1)
+    return torch.zeros(n, 4, dtype=pt.dtype, device=pt.device).index_add(0, gid, cols)
 
 
-def target_jet_pt(
+def _magnitude(sums: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(sums[:, 0] ** 2 + sums[:, 1] ** 2 + 1e-12)
+
+
+def target_jet_sums(
     target_cls: torch.Tensor, target_reg: torch.Tensor, jet_index: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target pT of every jet id ``[B*K]``, which of them enter the loss ``[B*K]`` bool)."""
+    """(target sums of every jet id ``[B*K, 4]`` as in :func:`_sums`, which of them enter the loss ``[B*K]`` bool)."""
     sel, gid, n = _jet_ids(jet_index, mask)
     tgt = target_reg.reshape(-1, target_reg.shape[-1])[sel].float()
     on = (target_cls.reshape(-1)[sel] != int(TargetClass.NONE)).float()
-    t = _vector_sum(
-        tgt[:, TargetFeature.PT] * on, tgt[:, TargetFeature.SIN_PHI], tgt[:, TargetFeature.COS_PHI], gid, n
-    )
-    return t, t > MIN_TARGET_PT
+    t = _sums(
+        tgt[:, TargetFeature.PT] * on, tgt[:, TargetFeature.ETA], tgt[:, TargetFeature.SIN_PHI],
+        tgt[:, TargetFeature.COS_PHI], gid, n,
+    )  # fmt: skip
+    return t, _magnitude(t) > MIN_TARGET_PT
 
 
 def count_jets(target_cls: torch.Tensor, target_reg: torch.Tensor, jet_index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Number of jets that enter the loss (float32 scalar)."""
-    return target_jet_pt(target_cls, target_reg, jet_index, mask)[1].sum().to(torch.float32)
+    return target_jet_sums(target_cls, target_reg, jet_index, mask)[1].sum().to(torch.float32)
 
 
 def jet_loss_sum(
@@ -76,10 +92,12 @@ def jet_loss_sum(
     mask: torch.Tensor,
     scale: float = 0.1,
     class_gradient: bool = True,
+    vector: bool = False,
 ) -> torch.Tensor:
     """Sum over jets of ``Huber_1(log(pred/target jet pT) / scale)`` (see the module docstring).
-    ``class_gradient=False``: the slots' 0/1 decision carries no gradient (the term trains the regression only)."""
-    t, valid = target_jet_pt(target_cls, target_reg, jet_index, mask)
+    ``class_gradient=False``: the slots' 0/1 decision carries no gradient (the term trains the regression only).
+    ``vector=True``: the jet's axis counts as well (see the module docstring)."""
+    t, valid = target_jet_sums(target_cls, target_reg, jet_index, mask)
     sel, gid, n = _jet_ids(jet_index, mask)
     logits = cls_logits.reshape(-1, cls_logits.shape[-1])[sel].float()
     p_real = 1.0 - torch.softmax(logits, dim=-1)[:, int(TargetClass.NONE)]
@@ -88,6 +106,15 @@ def jet_loss_sum(
     reg = regression.reshape(-1, regression.shape[-1])[sel].float()
     # directions detached: the term may move pT and the class decision, never the angles (a shortcut that would
     # shrink the vector sum by spreading the candidates in phi instead of correcting their pT)
-    p = _vector_sum(s * reg[:, _PT], reg[:, _SIN].detach(), reg[:, _COS].detach(), gid, n)
-    r = (torch.log(p[valid] + 1e-3) - torch.log(t[valid])) / scale
+    p = _sums(s * reg[:, _PT], reg[:, _ETA].detach(), reg[:, _SIN].detach(), reg[:, _COS].detach(), gid, n)[valid]
+    t = t[valid]
+    t_mag = _magnitude(t)
+    if not vector:
+        r = (torch.log(_magnitude(p) + 1e-3) - torch.log(t_mag)) / scale
+        return F.huber_loss(r, torch.zeros_like(r), reduction="sum", delta=1.0)
+    u = t[:, :2] / t_mag.unsqueeze(-1)  # unit vector of the target jet in the transverse plane
+    r_par = ((p[:, 0] * u[:, 0] + p[:, 1] * u[:, 1]) - t_mag) / t_mag
+    r_perp = (p[:, 1] * u[:, 0] - p[:, 0] * u[:, 1]) / t_mag
+    r_eta = p[:, 3] / p[:, 2].clamp(min=1e-3) - t[:, 3] / t[:, 2]
+    r = torch.stack([r_par, r_perp, r_eta], dim=-1) / scale
     return F.huber_loss(r, torch.zeros_like(r), reduction="sum", delta=1.0)

@@ -110,6 +110,7 @@ def mlpf_loss(
     jet_weight: float = 0.0,
     jet_scale: float = 0.1,
     jet_class_gradient: bool = True,
+    jet_vector: bool = False,
 ) -> dict[str, torch.Tensor]:
     """All loss components (scalars, keys ``COMPONENTS``) for one padded batch.
 
@@ -164,7 +165,7 @@ def mlpf_loss(
     out["jet"] = torch.zeros((), dtype=torch.float32, device=cls_logits.device)
     if jet_index is not None:
         out["jet"] = jet_loss_sum(
-            cls_logits, regression, target_cls, target_reg, jet_index, mask, jet_scale, jet_class_gradient
+            cls_logits, regression, target_cls, target_reg, jet_index, mask, jet_scale, jet_class_gradient, jet_vector
         ) / norm[3]
     out["total"] = weights[0] * out["cls"] + weights[1] * out["charge"] + weights[2] * reg_total
     if jet_weight > 0:

@@ -154,6 +154,7 @@ class MLPFTask(Task):
             "jet_weight": lc.jet_weight,
             "jet_scale": lc.jet_scale,
             "jet_class_gradient": lc.jet_class_gradient,
+            "jet_vector": lc.jet_vector,
         }
         self.jets = lc.jet_weight > 0
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Exact recipe of the released MLPF models (zoo/mlpf-gnnlsh/1, zoo/mlpf-transformer/1): data, then training
+# Exact recipe of the first MLPF releases (zoo/mlpf-gnnlsh/1, zoo/mlpf-transformer/1; removed from the zoo in session 8,
+# superseded by releases 2-4; their files are in git history at commit 59c47cd): data, then training
 # in two stages. Every step is seeded; the same commands give the same events on any machine (chunk k of a
 # run depends only on (seed, k), not on the number of worker processes).
 #   stage 1 ran on one H100 (16 CPU cores for generation, J=15), 5 epochs;
