@@ -84,3 +84,22 @@ if [ -d runs/v5/excess ]; then
   $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_calib.root -n 2000 "${args[@]}" \
     --json "$OUT/ablation_v5.json" | tee "$OUT/ablation_v5.md"
 fi
+# 9. session 8: the jet-level loss term (training/jet_loss.py), one-change fine-tunes of the same checkpoint as step 8
+#    (same common settings), judged on the calibration sample with the diagnosis and docs/jet_cone.py:
+#      hepzoo train configs/zoo/mlpf-gnnlsh-4.yaml $common --set loss.jet_weight=1.0 --set output_dir=runs/v7/jet1
+#      hepzoo train configs/zoo/mlpf-gnnlsh-4.yaml $common --set loss.jet_weight=1.0 --set loss.jet_class_gradient=false --set output_dir=runs/v7/jet1reg
+#      hepzoo train configs/zoo/mlpf-gnnlsh-4.yaml $common --set loss.jet_weight=0.3 --set output_dir=runs/v7/jet03
+#      hepzoo train configs/zoo/mlpf-gnnlsh-4.yaml $common --set loss.jet_weight=0.3 --set loss.jet_vector=true --set output_dir=runs/v7/jet03v
+#      hepzoo train configs/zoo/mlpf-transformer-jet.yaml                       (transformer, output runs/v7/mlpf-transformer)
+#    (runs/v7/jet03 was trained before the predicted directions were detached in the term; its detached rerun is
+#    runs/v7/jet03d: the same command with the current code.)
+if [ -d runs/v7/jet03v ]; then
+  args=()
+  for r in jet1 jet1reg jet03 jet03d jet03v; do
+    [ -d "runs/v7/$r" ] && args+=(--snapshot "runs/v7/$r/last.pt" --config "runs/v7/$r/config.yaml")
+  done
+  $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_calib.root -n 2000 "${args[@]}" \
+    --json "$OUT/ablation_v7.json" | tee "$OUT/ablation_v7.md"
+  $PY docs/jet_cone.py --events data/v2/ttbar_calib.root -n 2000 runs/v5/ew05 \
+    $(for r in jet03 jet03d jet03v mlpf-transformer; do [ -d "runs/v7/$r" ] && echo "runs/v7/$r"; done) | tee "$OUT/jet_cone_v7.md"
+fi

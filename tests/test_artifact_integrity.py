@@ -56,7 +56,10 @@ def _scaled_weights(folder: Path, factor: float = 1.05) -> None:
     torch.save({k: v * factor if v.is_floating_point() else v for k, v in state.items()}, folder / "weights.pt")
 
 
-@pytest.mark.parametrize("release", V1[:1] + [r for r in V1 if r.name == "flashsim-jet"][:1], ids=lambda r: r.name)
+@pytest.mark.parametrize(
+    "release", [r for r in RELEASES if r.name == "mlpf-gnnlsh"][:1] + [r for r in V1 if r.name == "flashsim-jet"][:1],
+    ids=lambda r: r.name,
+)
 def test_tampered_weights_are_refused_by_torch_and_at_load(release, tmp_path):
     folder = _copy(release, tmp_path)
     TorchBackend(folder, device="cpu")  # the untouched copy loads
