@@ -17,7 +17,7 @@ runs over in this batch (``loss_counts``), clamped to >= 1. Under DDP the traini
 whatever the split of elements across ranks. ``norm = ones`` gives plain sums (used to accumulate validation).
 
 ``total = cls_weight * cls + charge_weight * charge + reg_weight * (pt + eta + sin_phi + cos_phi + e)
-+ jet_weight * jet``. ``jet`` (release 5 candidates) is the jet-level term of :mod:`hepzoo.training.jet_loss`,
++ jet_weight * jet``. ``jet`` is the optional jet-level term of :mod:`hepzoo.training.jet_loss`,
 a sum over generator jets divided by the number of jets (the fourth count).
 
 Energy weighting (``energy_weight_power`` p > 0, release 2): jets and MET sum energies, so an element's error
