@@ -66,11 +66,10 @@ def _magnitude(sums: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(sums[:, 0] ** 2 + sums[:, 1] ** 2 + 1e-12)
 
 
-def target_jet_sums(
-    target_cls: torch.Tensor, target_reg: torch.Tensor, jet_index: torch.Tensor, mask: torch.Tensor
+def _target_sums(
+    target_cls: torch.Tensor, target_reg: torch.Tensor, sel: torch.Tensor, gid: torch.Tensor, n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target sums of every jet id ``[B*K, 4]`` as in :func:`_sums`, which of them enter the loss ``[B*K]`` bool)."""
-    sel, gid, n = _jet_ids(jet_index, mask)
+    """(target sums ``[n, 4]`` as in :func:`_sums`, which jet ids enter the loss ``[n]`` bool) of the slots ``sel``."""
     tgt = target_reg.reshape(-1, target_reg.shape[-1])[sel].float()
     on = (target_cls.reshape(-1)[sel] != int(TargetClass.NONE)).float()
     t = _sums(
@@ -80,9 +79,11 @@ def target_jet_sums(
     return t, _magnitude(t) > MIN_TARGET_PT
 
 
-def count_jets(target_cls: torch.Tensor, target_reg: torch.Tensor, jet_index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def count_jets(
+    target_cls: torch.Tensor, target_reg: torch.Tensor, jet_index: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Number of jets that enter the loss (float32 scalar)."""
-    return target_jet_sums(target_cls, target_reg, jet_index, mask)[1].sum().to(torch.float32)
+    return _target_sums(target_cls, target_reg, *_jet_ids(jet_index, mask))[1].sum().to(torch.float32)
 
 
 def jet_loss_sum(
@@ -99,8 +100,8 @@ def jet_loss_sum(
     """Sum over jets of ``Huber_1(log(pred/target jet pT) / scale)`` (see the module docstring).
     ``class_gradient=False``: the slots' 0/1 decision carries no gradient (the term trains the regression only).
     ``vector=True``: the jet's axis counts as well (see the module docstring)."""
-    t, valid = target_jet_sums(target_cls, target_reg, jet_index, mask)
     sel, gid, n = _jet_ids(jet_index, mask)
+    t, valid = _target_sums(target_cls, target_reg, sel, gid, n)
     logits = cls_logits.reshape(-1, cls_logits.shape[-1])[sel].float()
     p_real = 1.0 - torch.softmax(logits, dim=-1)[:, int(TargetClass.NONE)]
     hard = (logits.argmax(-1) != int(TargetClass.NONE)).float()

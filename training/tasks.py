@@ -185,7 +185,8 @@ class MLPFTask(Task):
         val = dict(means)
         val["reg"] = sum(val[n] for n in REGRESSION_NAMES)
         w = self.loss_kw["weights"]
-        val["total"] = w[0] * val["cls"] + w[1] * val["charge"] + w[2] * val["reg"] + self.loss_kw["jet_weight"] * val["jet"]
+        val["total"] = w[0] * val["cls"] + w[1] * val["charge"] + w[2] * val["reg"]
+        val["total"] += self.loss_kw["jet_weight"] * val["jet"]
         return {k: val[k] for k in COMPONENTS}
 
 
