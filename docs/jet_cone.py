@@ -5,7 +5,7 @@ Used for the jet-loss ablation in docs/mlpf-physics.md (section 2). For every se
 the generator jet axis| / generator jet pT: no clustering, no matching, so energy that anti-kt would build into a
 displaced or extra jet still counts if it is near the jet.
 
-    python docs/jet_cone.py --events data/v2/ttbar_calib.root -n 2000 RUN_DIR [RUN_DIR ...]
+    python docs/jet_cone.py --events data/v2/ttbar_calib.root -n 2000 [--decoding massless_clusters=true] RUN_DIR [RUN_DIR ...]
 
 RUN_DIR holds a training run's config.yaml and last.pt. PF is printed first.
 """
@@ -20,6 +20,7 @@ import numpy as np
 from hepzoo.datasets.elements import element_features
 from hepzoo.datasets.io import read_range
 from hepzoo.datasets.jets import antikt_jets
+from hepzoo.models.mlpf_common import parse_decoding
 from hepzoo.validation.diagnosis import JET_PT_EDGES, candidates_from, prediction_kinematics, snapshot_predictor
 from hepzoo.validation.jets import jet_response, summarize_response
 
@@ -53,15 +54,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", required=True)
     ap.add_argument("-n", type=int, default=2000)
+    ap.add_argument("--decoding", action="append", default=[], help="NAME=true|false decoding option for every run")
     ap.add_argument("runs", nargs="*")
     args = ap.parse_args()
+    decoding = parse_decoding(args.decoding)
     events = read_range(args.events, 0, args.n)
     features, offsets = element_features(events)
     counts = np.diff(offsets)
     pf = events.pf
     print(report("PF", events, ak.zip({"cls": pf.cls, "pt": pf.pt, "eta": pf.eta, "phi": pf.phi, "e": pf.e})))
     for run in args.runs:
-        out = snapshot_predictor(f"{run}/last.pt", f"{run}/config.yaml")(features, offsets)
+        out = snapshot_predictor(f"{run}/last.pt", f"{run}/config.yaml", **decoding)(features, offsets)
         cls = out["cls_logits"].argmax(-1).astype(np.int32)
         print(report(run, events, candidates_from(cls, prediction_kinematics(out), counts)), flush=True)
 

@@ -440,6 +440,10 @@ def zoo_release(
         Optional[Path],
         typer.Option(help="MLPF: JSON of python -m hepzoo.validation.working_point (its class_logit_bias goes into the release config)"),
     ] = None,
+    decoding: Annotated[
+        Optional[list[str]],
+        typer.Option(help="MLPF: NAME=true|false decoding option set in the release config (repeatable), e.g. massless_clusters=true"),
+    ] = None,
 ) -> None:
     """Release a trained model into zoo/NAME/VERSION with its recipe and physics metrics on held-out events.
 
@@ -460,10 +464,18 @@ def zoo_release(
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     cfg = config["model"]
     chosen = None
+    wanted = {}
+    if decoding:
+        from hepzoo.models.mlpf_common import parse_decoding
+
+        wanted = parse_decoding(decoding)
+        cfg.setdefault("kwargs", {}).update(wanted)
     if working_point is not None:
         chosen = json.loads(working_point.read_text())
         if "class_logit_bias" not in chosen or "events" not in chosen:
             raise ValueError(f"{working_point}: not a working-point JSON (python -m hepzoo.validation.working_point --json)")
+        if chosen.get("decoding", {}) != wanted:
+            raise ValueError(f"{working_point}: chosen with decoding {chosen.get('decoding', {})}, the release has {wanted}")
         cfg.setdefault("kwargs", {})["class_logit_bias"] = [float(b) for b in chosen["class_logit_bias"]]
     model = create_model(cfg["name"], **cfg.get("kwargs", {}))
     model.load_state_dict(load_model_weights(run_dir / checkpoint))
@@ -475,6 +487,8 @@ def zoo_release(
     metrics["test_files"] = {str(p): sha256_of(p) for p in test_files}
     commands = [line.strip() for line in recipe.read_text().splitlines() if "generate" in line or " train " in line]
     dataset = {"recipe": str(recipe), "commands": commands}
+    if wanted:
+        dataset["decoding"] = wanted
     if chosen is not None:
         calib = Path(chosen["events"]["file"])
         dataset["working_point"] = {
@@ -485,7 +499,7 @@ def zoo_release(
             "chosen_by": "python -m hepzoo.validation.working_point",
         }
     release = create_release(
-        run_dir, name, version, dataset, metrics, checkpoint=checkpoint, config=config if chosen is not None else None
+        run_dir, name, version, dataset, metrics, checkpoint=checkpoint, config=config if chosen is not None or decoding else None
     )
     typer.echo(hooks.format_release(metrics))
     typer.echo(f"released {release.path}")

@@ -133,11 +133,17 @@ class MLPFHeads(nn.Module):
     regression head also reads the class probabilities. Regression is decoded relative to the element (see
     the module docstring).
 
-    Two decoding options (release 3, measured in ``docs/mlpf-physics.md``):
+    Decoding options (release 3 and later, measured in ``docs/mlpf-physics.md``):
 
     * ``measured_tracks``: a track slot outputs its track's own measurement (pT, eta, phi, p) unchanged. A
       track slot's target also holds the soft, unmeasured particles merged into it, which no input predicts;
       regressing them moved track slots off their track (worse particle matching, no better jets).
+    * ``massless_clusters``: a cluster slot outputs E = pT cosh(eta) from its own regressed pT and eta instead of
+      the separately regressed energy. The pT and E heads are trained apart, so a candidate could carry a mass
+      that no neutral particle has; anti-kt clusters in rapidity, and massive candidates moved jets off their
+      generator jets (worse matching, most of all after a fine-tune with the jet-level loss, which sees pT
+      only). A decoding setting: the energy terms of the loss would not train the E head with it on, so
+      training leaves it off.
     * ``class_logit_bias``: a fixed per-class offset (``TargetClass`` order) added to ``cls_logits``, i.e. the
       working point of the argmax decision. Chosen after training on a calibration sample
       (:mod:`hepzoo.validation.working_point`); training leaves it at zero. The regression head reads the
@@ -152,6 +158,7 @@ class MLPFHeads(nn.Module):
         dropout: float = 0.0,
         measured_tracks: bool = False,
         class_logit_bias: Sequence[float] | None = None,
+        massless_clusters: bool = False,
     ) -> None:
         super().__init__()
         hidden = hidden or width
@@ -161,6 +168,7 @@ class MLPFHeads(nn.Module):
         nn.init.zeros_(self.reg[-1].weight)
         nn.init.zeros_(self.reg[-1].bias)
         self.measured_tracks = bool(measured_tracks)
+        self.massless_clusters = bool(massless_clusters)
         bias = [0.0] * N_CLASSES if class_logit_bias is None else [float(b) for b in class_logit_bias]
         if len(bias) != N_CLASSES or not all(math.isfinite(b) for b in bias):
             raise ValueError(
@@ -178,10 +186,30 @@ class MLPFHeads(nn.Module):
         charge_logits = self.charge(z)
         raw = self.reg(torch.cat([z, torch.softmax(cls_logits, dim=-1)], dim=-1))
         regression = decode_regression(raw, features)
+        is_track = (features[..., int(EF.TYPE)] == float(ET.TRACK)).unsqueeze(-1)
+        if self.massless_clusters:
+            regression = torch.where(is_track, regression, massless_kinematics(regression))
         if self.measured_tracks:
-            is_track = (features[..., int(EF.TYPE)] == float(ET.TRACK)).unsqueeze(-1)
             regression = torch.where(is_track, element_kinematics(features), regression)
         return cls_logits + self.class_logit_bias, charge_logits, regression
+
+
+#: keyword arguments of the MLPF models that change the decoding only (no weights): set after training, e.g. by
+#: ``hepzoo zoo release --decoding massless_clusters=true``
+DECODING_OPTIONS = ("measured_tracks", "massless_clusters")
+
+
+def parse_decoding(items: Sequence[str]) -> dict[str, bool]:
+    """``["massless_clusters=true", ...]`` -> ``{"massless_clusters": True}``; unknown names or values raise."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in DECODING_OPTIONS or value.lower() not in ("true", "false"):
+            raise ValueError(
+                f"decoding option {item!r}: expected NAME=true|false with NAME one of {', '.join(DECODING_OPTIONS)}"
+            )
+        out[key] = value.lower() == "true"
+    return out
 
 
 def element_kinematics(features: torch.Tensor) -> torch.Tensor:
@@ -194,6 +222,15 @@ def element_kinematics(features: torch.Tensor) -> torch.Tensor:
         TF.E: features[..., int(EF.E)],
     }
     return torch.stack([cols[f] for f in REGRESSION_FEATURES], dim=-1)
+
+
+def massless_kinematics(regression: torch.Tensor) -> torch.Tensor:
+    """``regression [..., 5]`` (REGRESSION_FEATURES order) with E replaced by pT cosh(eta)."""
+    c = REGRESSION_COLUMN
+    eta = regression[..., c[TF.ETA]]
+    cosh = 0.5 * (torch.exp(eta) + torch.exp(-eta))  # Exp, not Cosh: every backend executes Exp
+    e = regression[..., c[TF.PT]] * cosh
+    return torch.cat([regression[..., : c[TF.E]], e.unsqueeze(-1), regression[..., c[TF.E] + 1 :]], dim=-1)
 
 
 def decode_regression(raw: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,7 @@ class MLPFGNNLSH(nn.Module):
         link_excess: bool = False,
         measured_tracks: bool = False,
         class_logit_bias: Sequence[float] | None = None,
+        massless_clusters: bool = False,
     ):
         super().__init__()
         self.bin_size = bin_size
@@ -130,7 +131,8 @@ class MLPFGNNLSH(nn.Module):
             for i in range(num_layers)
         )
         self.heads = common.MLPFHeads(
-            width, n_enc, dropout=dropout, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias
+            width, n_enc, dropout=dropout, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias,
+            massless_clusters=massless_clusters,
         )
 
     def forward(
@@ -180,6 +182,7 @@ def mlpf_gnnlsh(
     link_excess: bool = False,
     measured_tracks: bool = False,
     class_logit_bias: Sequence[float] | None = None,
+    massless_clusters: bool = False,
 ) -> MLPFGNNLSH:
     """MLPF GNN with LSH-binned graphs; cost linear in N; N must be a multiple of ``bin_size``.
 
@@ -202,4 +205,5 @@ def mlpf_gnnlsh(
         link_excess=link_excess,
         measured_tracks=measured_tracks,
         class_logit_bias=class_logit_bias,
+        massless_clusters=massless_clusters,
     )

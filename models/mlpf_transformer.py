@@ -103,6 +103,7 @@ class MLPFTransformer(nn.Module):
         link_excess: bool = False,
         measured_tracks: bool = False,
         class_logit_bias: Sequence[float] | None = None,
+        massless_clusters: bool = False,
     ):
         super().__init__()
         self.element_granularity = 1
@@ -118,7 +119,8 @@ class MLPFTransformer(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(width, num_heads, ffn_mult, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(width)
         self.heads = common.MLPFHeads(
-            width, n_enc, dropout=dropout, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias
+            width, n_enc, dropout=dropout, measured_tracks=measured_tracks, class_logit_bias=class_logit_bias,
+            massless_clusters=massless_clusters,
         )
 
     def forward(
@@ -157,6 +159,7 @@ def mlpf_transformer(
     link_excess: bool = False,
     measured_tracks: bool = False,
     class_logit_bias: Sequence[float] | None = None,
+    massless_clusters: bool = False,
 ) -> MLPFTransformer:
     """MLPF transformer (SDPA with a key padding mask, exported as ORT's MultiHeadAttention); time quadratic in N,
     memory linear once exported; exactly permutation-equivariant.
@@ -170,4 +173,5 @@ def mlpf_transformer(
         width=width, num_layers=num_layers, num_heads=num_heads, ffn_mult=ffn_mult, dropout=dropout,
         link_window=link_window, link_excess=link_excess, measured_tracks=measured_tracks,
         class_logit_bias=class_logit_bias,
+        massless_clusters=massless_clusters,
     )  # fmt: skip

@@ -11,6 +11,7 @@ import torch
 from hepzoo.datasets.schema import ElementFeature as EF
 from hepzoo.datasets.schema import ElementType as ET
 from hepzoo.datasets.schema import TargetClass as TC
+from hepzoo.datasets.schema import TargetFeature as TF
 from hepzoo.models import create_model
 from hepzoo.models.mlpf_common import REGRESSION_FEATURES, make_mlpf_inputs
 
@@ -49,6 +50,28 @@ def test_measured_tracks_keep_the_track_and_only_the_track(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_massless_clusters_take_the_energy_from_pt_and_eta(name):
+    plain, massless = _pair(name, massless_clusters=True)
+    x = make_mlpf_inputs(2, 128, seed=5)
+    with torch.no_grad():
+        c0, q0, r0 = plain(x["features"], x["mask"])
+        c1, q1, r1 = massless(x["features"], x["mask"])
+    kind = x["features"][..., EF.TYPE]
+    is_cluster = ~(kind == float(ET.TRACK)) & x["mask"]
+    is_track = (kind == float(ET.TRACK)) & x["mask"]
+    col = {feat: i for i, feat in enumerate(REGRESSION_FEATURES)}
+    pt, eta = r0[..., col[TF.PT]][is_cluster], r0[..., col[TF.ETA]][is_cluster]
+    e_plain = r0[..., col[TF.E]][is_cluster]
+    assert (e_plain - pt * torch.cosh(eta)).abs().max() > 1e-2  # the plain heads give massive candidates
+    torch.testing.assert_close(r1[..., col[TF.E]][is_cluster], pt * torch.cosh(eta), rtol=1e-5, atol=1e-6)
+    others = [col[f] for f in REGRESSION_FEATURES if f != TF.E]
+    torch.testing.assert_close(r1[..., others][is_cluster], r0[..., others][is_cluster], rtol=0, atol=0)
+    torch.testing.assert_close(r1[is_track], r0[is_track])  # tracks untouched
+    torch.testing.assert_close(c1, c0)
+    torch.testing.assert_close(q1, q0)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_class_logit_bias_shifts_logits_only(name):
     bias = [0.0, 0.0, 0.5, -0.25, 1.0, -2.0]
     plain, biased = _pair(name, class_logit_bias=bias)
@@ -75,7 +98,12 @@ def test_decoding_options_export_and_run_on_onnxruntime_and_numba(tmp_path):
     from hepzoo.models import get_spec
     from hepzoo.runtime.numba import NumbaBackend
 
-    _, model = _pair("mlpf-gnnlsh", measured_tracks=True, class_logit_bias=[0.0, 0.0, 0.3, 0.0, -0.7, -1.0])
+    _, model = _pair(
+        "mlpf-gnnlsh",
+        measured_tracks=True,
+        massless_clusters=True,
+        class_logit_bias=[0.0, 0.0, 0.3, 0.0, -0.7, -1.0],
+    )
     spec = get_spec("mlpf-gnnlsh")
     path = tmp_path / "m.onnx"
     _export(model, spec, make_mlpf_inputs(2, 128, seed=1), None, path)

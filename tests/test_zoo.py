@@ -127,6 +127,36 @@ def test_release_command_takes_a_working_point(tmp_path, monkeypatch):
     assert released.heads.class_logit_bias.tolist() == pytest.approx(bias)
 
 
+def test_release_command_sets_decoding_options(tmp_path, monkeypatch):
+    """--decoding sets a decoding option in the release config only, is recorded, and must agree with the decoding
+    the working point was chosen with."""
+    import json
+
+    from hepzoo.datasets.generate import GenerationConfig, generate
+    from hepzoo.datasets.sources import SourceSpec
+
+    run, _ = _fake_run(tmp_path)
+    test_file = tmp_path / "test.root"
+    generate(GenerationConfig(SourceSpec("ttbar"), n_events=3, seed=9), test_file, progress=False)
+    recipe = tmp_path / "recipe.sh"
+    recipe.write_text("hepzoo generate ttbar -n 3 --seed 9 -o test.root\n")
+    monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
+    args = ["zoo", "release", str(run), "tiny", "1", "--recipe", str(recipe), "--test", str(test_file)]
+    wp = tmp_path / "wp.json"
+    wp.write_text(json.dumps({"class_logit_bias": [0.0] * 6, "events": {"file": str(test_file), "n": 3}}))
+    refused = CliRunner().invoke(app, [*args, "--decoding", "massless_clusters=true", "--working-point", str(wp)])
+    assert refused.exit_code == 1 and "chosen with decoding {}" in refused.output
+    unknown = CliRunner().invoke(app, [*args, "--decoding", "dropout=0.5"])
+    assert unknown.exit_code == 1 and "decoding option 'dropout=0.5'" in unknown.output
+    result = CliRunner().invoke(app, [*args, "--decoding", "massless_clusters=true"])
+    assert result.exit_code == 0, result.output
+    release = find_release("tiny", root=tmp_path / "zoo")
+    assert release.config["model"]["kwargs"]["massless_clusters"] is True
+    assert release.dataset["decoding"] == {"massless_clusters": True}
+    assert "massless_clusters" not in yaml.safe_load((run / "config.yaml").read_text())["model"]["kwargs"]
+    assert release.build_model().heads.massless_clusters
+
+
 def test_release_command_measures_flashsim_against_the_noise_floor(tmp_path, monkeypatch):
     from hepzoo.datasets.generate import GenerationConfig, generate
     from hepzoo.datasets.sources import SourceSpec

@@ -343,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", action="append", default=[], help="training run folder: learning curve of its snapshots")
     ap.add_argument("-n", type=int, default=1000, help="events to read")
     ap.add_argument("--json", help="write all results to this JSON file")
+    ap.add_argument("--decoding", action="append", default=[],
+                    help="NAME=true|false: a decoding option applied to every --snapshot (repeatable)")
     args = ap.parse_args(argv)
+    from hepzoo.models.mlpf_common import parse_decoding
+
+    decoding = parse_decoding(args.decoding)
     events = read_range(args.events, 0, args.n)
     results = {}
     for spec in args.model:
@@ -353,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"give one --config, or one per --snapshot ({len(args.snapshot)}), not {len(args.config)}")
     for i, path in enumerate(args.snapshot):
         config = args.config[i if len(args.config) > 1 else 0]
-        results[f"{path} ({config})"] = diagnose(events, snapshot_predictor(path, config))
+        results[f"{path} ({config})"] = diagnose(events, snapshot_predictor(path, config, **decoding))
     for label, res in results.items():
         print(format_diagnosis(res, label), "\n")
     for run in args.run:

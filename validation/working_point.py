@@ -190,17 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="training config of --snapshot (its model section is used)")
     ap.add_argument("-n", type=int, default=2000, help="events to read")
     ap.add_argument("--json", help="write the result to this JSON file")
+    ap.add_argument("--decoding", action="append", default=[],
+                    help="NAME=true|false: a decoding option of the --snapshot model (repeatable), e.g. massless_clusters=true")
     args = ap.parse_args(argv)
     events = read_range(args.events, 0, args.n)
+    from hepzoo.models.mlpf_common import parse_decoding
+
+    decoding = parse_decoding(args.decoding)
+    if args.model and decoding:
+        ap.error("--decoding applies to --snapshot (a release keeps its own decoding)")
     if args.model:
         label, predict = release_predictor(args.model)
     elif args.snapshot and args.config:
         # the trained decision: a working point already in the config is not applied before choosing a new one
-        label, predict = args.snapshot, snapshot_predictor(args.snapshot, args.config, class_logit_bias=None)
+        label, predict = args.snapshot, snapshot_predictor(
+            args.snapshot, args.config, class_logit_bias=None, **decoding
+        )
     else:
         ap.error("give --model, or --snapshot with --config")
     result = working_point(events, predict)
     result["events"] = {"file": args.events, "n": len(events)}
+    result["decoding"] = decoding
     print(format_working_point(result, label))
     if args.json:
         from hepzoo.datasets.atomic import write_text_atomic
