@@ -11,11 +11,11 @@ mkdir -p "$OUT"
 # 1. diagnosis: oracle ablations and per-element-type response, every MLPF release next to PF (ttbar)
 $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "$N" \
   --model mlpf-gnnlsh/2 --model mlpf-transformer/2 \
-  --model mlpf-gnnlsh/3 --model mlpf-transformer/3 \
+  --model mlpf-gnnlsh/3 --model mlpf-transformer/3 --model mlpf-gnnlsh/4 \
   --json "$OUT/diagnosis_ttbar.json" | tee "$OUT/diagnosis_ttbar.md"
 $PY -m hepzoo.validation.diagnosis --events data/v2/qcd50_test.root -n 1000 \
   --model mlpf-gnnlsh/2 --model mlpf-transformer/2 --model mlpf-gnnlsh/3 --model mlpf-transformer/3 \
-  --json "$OUT/diagnosis_qcd50.json" | tee "$OUT/diagnosis_qcd50.md"
+  --model mlpf-gnnlsh/4 --json "$OUT/diagnosis_qcd50.json" | tee "$OUT/diagnosis_qcd50.md"
 # 2. learning curves from the training snapshots (needs the training runs of zoo/mlpf-v2-recipe.sh)
 if [ -d runs/v2/mlpf-gnnlsh ]; then
   $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_test.root -n "${LC_N:-300}" \
@@ -23,8 +23,9 @@ if [ -d runs/v2/mlpf-gnnlsh ]; then
     $( [ -d runs/v2/lc-gnnlsh-2k ] && echo --run runs/v2/lc-gnnlsh-2k ) | tee "$OUT/learning_curves.md"
 fi
 # 3. the deployed artifacts (model.onnx through the runtime) with uncertainties: efficiencies, fake rates, jets, MET
-for v in 2 3; do
+for v in 2 3 4; do
   for m in mlpf-gnnlsh mlpf-transformer; do
+    [ -d "zoo/$m/$v" ] || continue
     for sample in ttbar_test qcd50_test; do
       $HEPZOO validate "zoo/$m/$v" --data "data/v2/$sample.root" --no-gate --out "$OUT/$m-$v-$sample" >/dev/null
     done
@@ -102,4 +103,17 @@ if [ -d runs/v7/jet03v ]; then
     --json "$OUT/ablation_v7.json" | tee "$OUT/ablation_v7.md"
   $PY docs/jet_cone.py --events data/v2/ttbar_calib.root -n 2000 runs/v5/ew05 \
     $(for r in jet03 jet03d jet03v mlpf-transformer; do [ -d "runs/v7/$r" ] && echo "runs/v7/$r"; done) | tee "$OUT/jet_cone_v7.md"
+fi
+# 10. session 9: massless cluster candidates (models/mlpf_common.MLPFHeads, massless_clusters: E = pT cosh(eta) on
+#    cluster slots; a decoding change, same weights), on the control and the jet-loss runs of step 9 (calibration
+#    sample); then release 4 (zoo/mlpf-v7-recipe.sh) is in steps 1 and 3 with the other releases.
+if [ -d runs/v7/jet03v ]; then
+  args=()
+  for r in v5/ew05 v7/jet1 v7/jet03d v7/jet03v v7/mlpf-transformer; do
+    [ -d "runs/$r" ] && args+=(--snapshot "runs/$r/last.pt" --config "runs/$r/config.yaml")
+  done
+  $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_calib.root -n 2000 "${args[@]}" \
+    --decoding massless_clusters=true --json "$OUT/ablation_massless.json" | tee "$OUT/ablation_massless.md"
+  $PY docs/jet_cone.py --events data/v2/ttbar_calib.root -n 2000 --decoding massless_clusters=true runs/v5/ew05 \
+    $(for r in jet1 jet03d jet03v mlpf-transformer; do [ -d "runs/v7/$r" ] && echo "runs/v7/$r"; done) | tee "$OUT/jet_cone_massless.md"
 fi
