@@ -171,3 +171,42 @@ def test_working_point_leaves_a_perfect_classifier_alone_and_removes_injected_fa
     assert broken["class_logit_bias"][int(TC.MUON)] == -1.0  # -0.5 leaves 5.25 > 5
     assert mu["fake_rate"] == 0.0 and mu["efficiency"] == pytest.approx(1.0)
     assert mu["meets_rule"]
+
+
+def test_rule_shortfall_in_standard_deviations():
+    from hepzoo.validation.working_point import rule_shortfall
+
+    assert rule_shortfall(TC.PHOTON, 0.70, 0.10, 0.60, 0.20, 1000, 1000) == 0.0  # met
+    # muon fake rate 0.02 against PF's 0.01; sigma of 0.02 at n = 400 is 0.007
+    assert rule_shortfall(TC.MUON, 0.90, 0.02, 0.80, 0.01, 400, 400) == pytest.approx(0.01 / 0.007, rel=1e-3)
+    # efficiency 0.78 against 0.80 (sigma 0.0207 at n = 400), fake rate fine
+    assert rule_shortfall(TC.MUON, 0.78, 0.0, 0.80, 0.01, 400, 400) == pytest.approx(0.02 / np.sqrt(0.78 * 0.22 / 400))
+    # neutral hadrons: the closer of the two alternatives counts (0.9 x PF's efficiency at half its fakes is met)
+    assert rule_shortfall(TC.NEUTRAL_HADRON, 0.62, 0.20, 0.68, 0.42, 1000, 1000) == 0.0
+    assert rule_shortfall(TC.MUON, float("nan"), 0.0, 0.8, 0.01, 1, 1) == float("inf")
+
+
+def test_working_point_comes_closest_when_no_offset_meets_the_rule(ci_sample):
+    """A class no offset can make meet its rule gets the offset with the smallest shortfall, not 0."""
+    from hepzoo.datasets.io import read_range
+    from hepzoo.validation.working_point import choose_offsets
+
+    events = read_range(ci_sample, 0, 120)
+    out, counts = _truth_predictions(events)
+    grid = tuple(np.round(np.arange(-6.0, 6.001, 0.5), 2))
+    # true muons score 4.9 (below their charged-hadron-like competitor at 5 unless raised by >= 0.5), and every
+    # charged hadron above 1 GeV scores muon 5.75: raising muons to find them brings in every fake
+    cls = out["cls_logits"].argmax(-1)
+    mu = cls == int(TC.MUON)
+    assert mu.sum() > 5
+    out["cls_logits"][mu, int(TC.CHARGED_HADRON)] = 5.0
+    out["cls_logits"][mu, int(TC.MUON)] = 4.9
+    chad = (cls == int(TC.CHARGED_HADRON)) & (out["regression"][:, 0] > 1.0)
+    out["cls_logits"][chad, int(TC.MUON)] = 5.75
+    result = choose_offsets(events, out, counts, grid=grid, passes=1, margin_sigma=0.0)
+    r = result["classes"]["MUON"]
+    assert not r["meets_rule"] and r["shortfall_sigma"] > 0
+    # offset 0: no true muon found, every muon candidate a fake; -1.0 and below: no candidate at all (undefined fake
+    # rate, an infinite shortfall); raising muons finds them among the fakes. The smallest shortfall is not at 0.
+    assert result["class_logit_bias"][int(TC.MUON)] != 0.0
+    assert r["fake_rate"] < r["fake_rate_at_0"]

@@ -13,10 +13,11 @@ model's ``class_logit_bias``) that meet the rule **with the smallest change of t
 
 * the offsets of ``NONE`` and ``CHARGED_HADRON`` stay 0 (the reference of the cluster and the track slots);
 * for each other class in turn, with the other offsets fixed, the grid value closest to 0 that meets the rule
-  is taken; when no value meets it, the offset stays 0 (the class is reported as failing);
+  is taken;
 * the rule must hold by :data:`MARGIN_SIGMA` binomial standard deviations of the model's rates, so that
   it still holds on fresh samples (when no offset does, the rule without the margin; when none meets even
-  that, the offset stays 0);
+  that, the offset that comes closest: the smallest shortfall in standard deviations, :func:`rule_shortfall`,
+  reported with the class as failing);
 * two passes, because classes that compete for the same slots move each other's rates.
 
 Moving a class far from the trained decision costs jet resolution (more candidates of a class means more
@@ -84,6 +85,19 @@ def meets_rule(
     return any(eff - d_eff >= a * pf_eff and fake + d_fake <= b * pf_fake for a, b in RULES[cls])
 
 
+def rule_shortfall(
+    cls: TargetClass, eff: float, fake: float, pf_eff: float, pf_fake: float, n_truth: int, n_reco: int
+) -> float:
+    """How far (efficiency, fake rate) is from the class's rule against PF's, in binomial standard deviations of
+    the model's rates: 0 where the rule is met, else the larger of the two shortfalls of the closest alternative."""
+    if not (np.isfinite(eff) and np.isfinite(fake)):
+        return float("inf")
+    s_eff, s_fake = _sigma(eff, n_truth), _sigma(fake, n_reco)
+    return min(
+        max(0.0, (a * pf_eff - eff) / s_eff, (fake - b * pf_fake) / s_fake) for a, b in RULES[cls]
+    )
+
+
 def choose_offsets(
     events: ak.Array,
     out: dict[str, np.ndarray],
@@ -116,25 +130,36 @@ def choose_offsets(
     for _ in range(passes):
         for cls in classes:
             ref = report[cls.name]
-            chosen = None
-            for margin in (margin_sigma, 0.0):  # without the margin only when no offset meets it with one
-                for b in sorted(grid, key=lambda v: (abs(v), v)):
+            rates: dict[float, tuple[float, float, int, int]] = {}
+
+            def rates_at(b: float, cls: TargetClass = cls) -> tuple[float, float, int, int]:
+                if b not in rates:
                     trial = bias.copy()
                     trial[int(cls)] = b
-                    eff, fake, n_t, n_r = class_rates(truth, reco(trial), cls)
-                    if meets_rule(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r, margin):
-                        chosen = float(b) + 0.0
-                        break
+                    rates[b] = class_rates(truth, reco(trial), cls)
+                return rates[b]
+
+            def against_pf(b: float, ref: dict = ref) -> tuple:
+                """(eff, fake, PF eff, PF fake, n_truth, n_reco) at offset b: the arguments of the rule functions."""
+                eff, fake, n_t, n_r = rates_at(b)
+                return eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r
+
+            ordered = sorted(grid, key=lambda v: (abs(v), v))  # closest to the trained decision first
+            chosen = None
+            for margin in (margin_sigma, 0.0):  # without the margin only when no offset meets it with one
+                chosen = next((b for b in ordered if meets_rule(cls, *against_pf(b), margin_sigma=margin)), None)
                 if chosen is not None:
                     break
-            chosen = 0.0 if chosen is None else chosen
-            bias[int(cls)] = chosen
+            if chosen is None:  # nothing meets the rule: the offset that comes closest (ties: closest to 0)
+                chosen = min(ordered, key=lambda b: rule_shortfall(cls, *against_pf(b)))
+            bias[int(cls)] = float(chosen) + 0.0
     final = reco(bias)
     for cls in classes:
         eff, fake, n_t, n_r = class_rates(truth, final, cls)
         ref = report[cls.name]
         ref.update(offset=float(bias[int(cls)]), efficiency=eff, fake_rate=fake, n_truth=n_t, n_reco=n_r,
                    meets_rule=meets_rule(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"]),
+                   shortfall_sigma=rule_shortfall(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r),
                    meets_rule_with_margin=meets_rule(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r, margin_sigma))
     return {
         "class_logit_bias": [float(b) for b in bias],
@@ -142,6 +167,12 @@ def choose_offsets(
         "jets_at_0": jet_and_met(events, at_zero),
         "jets": jet_and_met(events, final),
     }
+
+
+def _verdict(r: dict) -> str:
+    if r["meets_rule"]:
+        return f"yes ({'yes' if r['meets_rule_with_margin'] else 'no'})"
+    return f"no, {r.get('shortfall_sigma', float('nan')):.1f} sigma short (no)"
 
 
 def format_working_point(result: dict, label: str) -> str:
@@ -156,7 +187,7 @@ def format_working_point(result: dict, label: str) -> str:
     for name, r in result["classes"].items():
         lines.append(
             f"| {name} | {r['offset']:+.2f} | {r['efficiency_at_0']:.3f} -> {r['efficiency']:.3f} | "
-            f"{r['fake_rate_at_0']:.3f} -> {r['fake_rate']:.3f} | {r['pf_efficiency']:.3f} | {r['pf_fake_rate']:.3f} | {'yes' if r['meets_rule'] else 'no'} ({'yes' if r['meets_rule_with_margin'] else 'no'}) |"
+            f"{r['fake_rate_at_0']:.3f} -> {r['fake_rate']:.3f} | {r['pf_efficiency']:.3f} | {r['pf_fake_rate']:.3f} | {_verdict(r)} |"
         )
     j0, j = result["jets_at_0"], result["jets"]
     lines += [
