@@ -490,12 +490,13 @@ def zoo_release(
     if wanted:
         dataset["decoding"] = wanted
     if chosen is not None:
-        calib = Path(chosen["events"]["file"])
+        calib = [Path(per["events"]["file"]) for per in chosen.get("samples", [])] or [Path(chosen["events"]["file"])]
         dataset["working_point"] = {
             "class_logit_bias": cfg["kwargs"]["class_logit_bias"],
-            "calibration_file": str(calib),
-            "calibration_sha256": sha256_of(calib) if calib.is_file() else None,
+            "calibration_file": str(calib[0]),
+            "calibration_sha256": sha256_of(calib[0]) if calib[0].is_file() else None,
             "calibration_events": chosen["events"]["n"],
+            "calibration_files": {str(c): sha256_of(c) if c.is_file() else None for c in calib},
             "chosen_by": "python -m hepzoo.validation.working_point",
         }
     release = create_release(

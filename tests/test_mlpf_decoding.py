@@ -210,3 +210,30 @@ def test_working_point_comes_closest_when_no_offset_meets_the_rule(ci_sample):
     # rate, an infinite shortfall); raising muons finds them among the fakes. The smallest shortfall is not at 0.
     assert result["class_logit_bias"][int(TC.MUON)] != 0.0
     assert r["fake_rate"] < r["fake_rate_at_0"]
+
+
+def test_working_point_on_several_samples_meets_the_rule_on_each(ci_sample):
+    """One sample needs no offset, the other needs -1.0 for its muon fakes: the joint working point takes -1.0, and
+    reports both samples."""
+    from hepzoo.datasets.io import read_range
+    from hepzoo.validation.working_point import choose_offsets, choose_offsets_on
+
+    grid = tuple(np.round(np.arange(-6.0, 6.001, 0.5), 2))
+    clean_events = read_range(ci_sample, 0, 60)
+    clean, clean_counts = _truth_predictions(clean_events)
+    noisy_events = read_range(ci_sample, 60, 120)
+    noisy, noisy_counts = _truth_predictions(noisy_events)
+    cls = noisy["cls_logits"].argmax(-1)
+    chad = (cls == int(TC.CHARGED_HADRON)) & (noisy["regression"][:, 0] > 1.0)
+    assert chad.sum() > 50
+    noisy["cls_logits"][chad, int(TC.MUON)] = 5.75
+    alone = choose_offsets(clean_events, clean, clean_counts, grid=grid, passes=1, margin_sigma=0.0)
+    assert alone["class_logit_bias"][int(TC.MUON)] == 0.0
+    both = choose_offsets_on(
+        [(clean_events, clean, clean_counts), (noisy_events, noisy, noisy_counts)], grid=grid, passes=1, margin_sigma=0.0
+    )
+    assert both["class_logit_bias"][int(TC.MUON)] == -1.0
+    assert len(both["samples"]) == 2
+    assert both["samples"][1]["classes"]["MUON"]["fake_rate_at_0"] > 0.5
+    assert all(per["classes"]["MUON"]["meets_rule"] for per in both["samples"])
+    assert both["classes"] == both["samples"][0]["classes"]

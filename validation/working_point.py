@@ -98,6 +98,34 @@ def rule_shortfall(
     )
 
 
+class _Sample:
+    """One calibration sample: its truth, PF and the model's candidates at any offsets."""
+
+    def __init__(self, events: ak.Array, out: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        self.events = events
+        self.logits = np.asarray(out["cls_logits"], dtype=np.float64)
+        self.kin = prediction_kinematics(out)
+        self.counts = counts
+        self.truth = target_particles(events)
+        self.pf = pf_particles(events)
+
+    def reco(self, bias: np.ndarray) -> ak.Array:
+        return candidates_from((self.logits + bias).argmax(-1).astype(np.int32), self.kin, self.counts)
+
+    def report(self, cls: TargetClass, bias: np.ndarray, margin_sigma: float) -> dict:
+        pf_eff, pf_fake, _, _ = class_rates(self.truth, self.pf, cls)
+        eff0, fake0, _, _ = class_rates(self.truth, self.reco(np.zeros_like(bias)), cls)
+        eff, fake, n_t, n_r = class_rates(self.truth, self.reco(bias), cls)
+        return {
+            "offset": float(bias[int(cls)]), "pf_efficiency": pf_eff, "pf_fake_rate": pf_fake,
+            "efficiency_at_0": eff0, "fake_rate_at_0": fake0, "efficiency": eff, "fake_rate": fake,
+            "n_truth": n_t, "n_reco": n_r,
+            "meets_rule": meets_rule(cls, eff, fake, pf_eff, pf_fake),
+            "shortfall_sigma": rule_shortfall(cls, eff, fake, pf_eff, pf_fake, n_t, n_r),
+            "meets_rule_with_margin": meets_rule(cls, eff, fake, pf_eff, pf_fake, n_t, n_r, margin_sigma),
+        }
+
+
 def choose_offsets(
     events: ak.Array,
     out: dict[str, np.ndarray],
@@ -110,63 +138,59 @@ def choose_offsets(
     """The working point (see the module docstring) for element-level predictions ``out`` of ``events``.
 
     Returns ``{"class_logit_bias": [...], "classes": {name: {offset, efficiency, fake_rate, pf_efficiency,
-    pf_fake_rate, efficiency_at_0, fake_rate_at_0}}, "jets_at_0", "jets"}``.
+    pf_fake_rate, efficiency_at_0, fake_rate_at_0, ...}}, "jets_at_0", "jets"}``.
     """
-    logits = np.asarray(out["cls_logits"], dtype=np.float64)
-    kin = prediction_kinematics(out)
-    truth = target_particles(events)
-    pf = pf_particles(events)
-    bias = np.zeros(logits.shape[1])
+    return choose_offsets_on([(events, out, counts)], classes, grid, passes, margin_sigma)
 
-    def reco(b: np.ndarray) -> ak.Array:
-        return candidates_from((logits + b).argmax(-1).astype(np.int32), kin, counts)
 
-    at_zero = reco(bias)
-    report: dict[str, dict] = {}
-    for cls in classes:
-        pf_eff, pf_fake, _, _ = class_rates(truth, pf, cls)
-        eff0, fake0, _, _ = class_rates(truth, at_zero, cls)
-        report[cls.name] = {"pf_efficiency": pf_eff, "pf_fake_rate": pf_fake, "efficiency_at_0": eff0, "fake_rate_at_0": fake0}
+def choose_offsets_on(
+    samples: Sequence[tuple[ak.Array, dict[str, np.ndarray], np.ndarray]],
+    classes: Sequence[TargetClass] = TUNED_CLASSES,
+    grid: Sequence[float] = GRID,
+    passes: int = PASSES,
+    margin_sigma: float = MARGIN_SIGMA,
+) -> dict:
+    """One working point for several calibration samples ``(events, out, counts)`` (e.g. ttbar and QCD): an
+    offset meets a class's rule when it meets it on every sample; the shortfall is the largest over the samples.
+
+    Returns the keys of :func:`choose_offsets` for the first sample, and ``"samples"``: the same per sample.
+    """
+    data = [_Sample(*s) for s in samples]
+    bias = np.zeros(data[0].logits.shape[1])
+    pf_rates = {cls: [class_rates(d.truth, d.pf, cls) for d in data] for cls in classes}
     for _ in range(passes):
         for cls in classes:
-            ref = report[cls.name]
-            rates: dict[float, tuple[float, float, int, int]] = {}
+            rates: dict[float, list[tuple[float, float, int, int]]] = {}
 
-            def rates_at(b: float, cls: TargetClass = cls) -> tuple[float, float, int, int]:
+            def against_pf(b: float, cls: TargetClass = cls) -> list[tuple]:
+                """Per sample (eff, fake, PF eff, PF fake, n_truth, n_reco) at offset b: the rule functions' arguments."""
                 if b not in rates:
                     trial = bias.copy()
                     trial[int(cls)] = b
-                    rates[b] = class_rates(truth, reco(trial), cls)
-                return rates[b]
+                    rates[b] = [class_rates(d.truth, d.reco(trial), cls) for d in data]
+                return [(e, f, pf[0], pf[1], n_t, n_r) for (e, f, n_t, n_r), pf in zip(rates[b], pf_rates[cls])]
 
-            def against_pf(b: float, ref: dict = ref) -> tuple:
-                """(eff, fake, PF eff, PF fake, n_truth, n_reco) at offset b: the arguments of the rule functions."""
-                eff, fake, n_t, n_r = rates_at(b)
-                return eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r
+            def meets(b: float, margin: float, cls: TargetClass = cls) -> bool:
+                return all(meets_rule(cls, *args, margin_sigma=margin) for args in against_pf(b))
 
             ordered = sorted(grid, key=lambda v: (abs(v), v))  # closest to the trained decision first
             chosen = None
             for margin in (margin_sigma, 0.0):  # without the margin only when no offset meets it with one
-                chosen = next((b for b in ordered if meets_rule(cls, *against_pf(b), margin_sigma=margin)), None)
+                chosen = next((b for b in ordered if meets(b, margin)), None)
                 if chosen is not None:
                     break
             if chosen is None:  # nothing meets the rule: the offset that comes closest (ties: closest to 0)
-                chosen = min(ordered, key=lambda b: rule_shortfall(cls, *against_pf(b)))
+                chosen = min(ordered, key=lambda b: max(rule_shortfall(cls, *args) for args in against_pf(b)))
             bias[int(cls)] = float(chosen) + 0.0
-    final = reco(bias)
-    for cls in classes:
-        eff, fake, n_t, n_r = class_rates(truth, final, cls)
-        ref = report[cls.name]
-        ref.update(offset=float(bias[int(cls)]), efficiency=eff, fake_rate=fake, n_truth=n_t, n_reco=n_r,
-                   meets_rule=meets_rule(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"]),
-                   shortfall_sigma=rule_shortfall(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r),
-                   meets_rule_with_margin=meets_rule(cls, eff, fake, ref["pf_efficiency"], ref["pf_fake_rate"], n_t, n_r, margin_sigma))
-    return {
-        "class_logit_bias": [float(b) for b in bias],
-        "classes": report,
-        "jets_at_0": jet_and_met(events, at_zero),
-        "jets": jet_and_met(events, final),
-    }
+    per_sample = [
+        {
+            "classes": {cls.name: d.report(cls, bias, margin_sigma) for cls in classes},
+            "jets_at_0": jet_and_met(d.events, d.reco(np.zeros_like(bias))),
+            "jets": jet_and_met(d.events, d.reco(bias)),
+        }
+        for d in data
+    ]
+    return {"class_logit_bias": [float(b) for b in bias], **per_sample[0], "samples": per_sample}
 
 
 def _verdict(r: dict) -> str:
@@ -176,55 +200,62 @@ def _verdict(r: dict) -> str:
 
 
 def format_working_point(result: dict, label: str) -> str:
-    lines = [
-        f"#### working point of {label}",
-        "",
-        f"class_logit_bias (TargetClass order): {result['class_logit_bias']}",
-        "",
-        "| class | offset | efficiency at 0 -> chosen | fake rate at 0 -> chosen | PF efficiency | PF fake rate | rule met (with margin) |",
-        "|---|---:|---|---|---:|---:|---|",
-    ]
-    for name, r in result["classes"].items():
-        lines.append(
-            f"| {name} | {r['offset']:+.2f} | {r['efficiency_at_0']:.3f} -> {r['efficiency']:.3f} | "
-            f"{r['fake_rate_at_0']:.3f} -> {r['fake_rate']:.3f} | {r['pf_efficiency']:.3f} | {r['pf_fake_rate']:.3f} | {_verdict(r)} |"
-        )
-    j0, j = result["jets_at_0"], result["jets"]
-    lines += [
-        "",
-        f"jet IQR/median {j0['jet']['iqr_over_median']:.4f} -> {j['jet']['iqr_over_median']:.4f}, "
-        f"median {j0['jet']['median']:.4f} -> {j['jet']['median']:.4f}; "
-        f"MET IQR/median {j0['met']['iqr_over_median']:.4f} -> {j['met']['iqr_over_median']:.4f}",
-    ]
+    lines = [f"#### working point of {label}", "", f"class_logit_bias (TargetClass order): {result['class_logit_bias']}"]
+    for per in result.get("samples", [result]):
+        lines += [
+            "",
+            f"calibration sample: {per.get('events', {}).get('file', '(in memory)')}",
+            "",
+            "| class | offset | efficiency at 0 -> chosen | fake rate at 0 -> chosen | PF efficiency | PF fake rate | rule met (with margin) |",
+            "|---|---:|---|---|---:|---:|---|",
+        ]
+        for name, r in per["classes"].items():
+            lines.append(
+                f"| {name} | {r['offset']:+.2f} | {r['efficiency_at_0']:.3f} -> {r['efficiency']:.3f} | "
+                f"{r['fake_rate_at_0']:.3f} -> {r['fake_rate']:.3f} | {r['pf_efficiency']:.3f} | {r['pf_fake_rate']:.3f} | {_verdict(r)} |"
+            )
+        j0, j = per["jets_at_0"], per["jets"]
+        lines += [
+            "",
+            f"jet IQR/median {j0['jet']['iqr_over_median']:.4f} -> {j['jet']['iqr_over_median']:.4f}, "
+            f"median {j0['jet']['median']:.4f} -> {j['jet']['median']:.4f}; "
+            f"MET IQR/median {j0['met']['iqr_over_median']:.4f} -> {j['met']['iqr_over_median']:.4f}",
+        ]
     return "\n".join(lines)
 
 
-def working_point(events: ak.Array, predict: Predict) -> dict:
+def working_point(events: ak.Array | Sequence[ak.Array], predict: Predict) -> dict:
+    """The working point of ``predict`` on one calibration sample, or one for several (the rule on each)."""
     from hepzoo.datasets.elements import element_features
 
-    features, offsets = element_features(events)
-    return choose_offsets(events, predict(features, offsets), np.diff(offsets))
+    samples = []
+    for ev in [events] if isinstance(events, ak.Array) else list(events):
+        features, offsets = element_features(ev)
+        samples.append((ev, predict(features, offsets), np.diff(offsets)))
+    return choose_offsets_on(samples)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hepzoo.validation.working_point --events CALIB.root (--model NAME/VERSION | --snapshot PT
-    --config YAML) [-n N] [--json OUT]``: prints the working point and the offsets for ``class_logit_bias``."""
+    """``python -m hepzoo.validation.working_point --events CALIB.root [--events CALIB2.root ...] (--model
+    NAME/VERSION | --snapshot PT --config YAML) [-n N] [--decoding NAME=true] [--json OUT]``: prints the working
+    point and the offsets for ``class_logit_bias``."""
     import argparse
     import json
 
     from hepzoo.datasets.io import read_range
 
     ap = argparse.ArgumentParser(prog="python -m hepzoo.validation.working_point", description=main.__doc__)
-    ap.add_argument("--events", required=True, help="calibration ROOT file (not a held-out test sample)")
+    ap.add_argument("--events", required=True, action="append",
+                    help="calibration ROOT file (not a held-out test sample); repeat for several (the rule must hold on each)")
     ap.add_argument("--model", help="zoo release NAME/VERSION")
     ap.add_argument("--snapshot", help="training checkpoint or weights file (.pt)")
     ap.add_argument("--config", help="training config of --snapshot (its model section is used)")
-    ap.add_argument("-n", type=int, default=2000, help="events to read")
+    ap.add_argument("-n", type=int, default=2000, help="events to read from each file")
     ap.add_argument("--json", help="write the result to this JSON file")
     ap.add_argument("--decoding", action="append", default=[],
                     help="NAME=true|false: a decoding option of the --snapshot model (repeatable), e.g. massless_clusters=true")
     args = ap.parse_args(argv)
-    events = read_range(args.events, 0, args.n)
+    samples = [read_range(path, 0, args.n) for path in args.events]
     from hepzoo.models.mlpf_common import parse_decoding
 
     decoding = parse_decoding(args.decoding)
@@ -239,8 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         ap.error("give --model, or --snapshot with --config")
-    result = working_point(events, predict)
-    result["events"] = {"file": args.events, "n": len(events)}
+    result = working_point(samples, predict)
+    files = [{"file": path, "n": len(ev)} for path, ev in zip(args.events, samples)]
+    result["events"] = files[0]
+    for entry, per in zip(files, result["samples"]):
+        per["events"] = entry
     result["decoding"] = decoding
     print(format_working_point(result, label))
     if args.json:
