@@ -5,7 +5,8 @@
 # sessions on 2 CPU cores so far used SCALE=0.2 (see docs/mlpf-physics.md for what each run saw).
 #   training:   ttbar seed 201, QCD pT-hat>20 seed 202, QCD pT-hat>100 seed 203, Z->ll seed 204
 #   validation: ttbar seed 205 (model selection only)
-#   calibration: ttbar seed 206 (the decision working point of the /3 releases, hepzoo.validation.working_point)
+#   calibration: ttbar seed 206 (the decision working point of the /3 releases, hepzoo.validation.working_point),
+#                QCD pT-hat>50 seed 207 (with ttbar 206, the working point of the /4 releases)
 #   held-out test (never used in training or selection): ttbar seed 301, QCD pT-hat>50 seed 302
 # Usage: J=<worker processes> SCALE=<fraction> HEPZOO=hepzoo bash zoo/mlpf-v2-data.sh
 set -euo pipefail
@@ -26,5 +27,6 @@ gen qcd100_train.root   qcd --pthat-min 100 -n "$(n 15000)" --seed 203
 gen zll_train.root      zll -n "$(n 12000)" --seed 204
 gen ttbar_val.root      ttbar -n 500 --seed 205
 gen ttbar_calib.root    ttbar -n 2000 --seed 206
+gen qcd50_calib.root    qcd --pthat-min 50 -n 1000 --seed 207
 gen ttbar_test.root     ttbar -n 2000 --seed 301
 gen qcd50_test.root     qcd --pthat-min 50 -n 1000 --seed 302
