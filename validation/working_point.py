@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from hepzoo.datasets.io import read_range
+    from hepzoo.datasets.io import num_entries, read_range
 
     ap = argparse.ArgumentParser(prog="python -m hepzoo.validation.working_point", description=main.__doc__)
     ap.add_argument("--events", required=True, action="append",
@@ -250,12 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="zoo release NAME/VERSION")
     ap.add_argument("--snapshot", help="training checkpoint or weights file (.pt)")
     ap.add_argument("--config", help="training config of --snapshot (its model section is used)")
-    ap.add_argument("-n", type=int, default=2000, help="events to read from each file")
+    ap.add_argument("-n", type=int, default=2000, help="events to read from each file (at most; fewer where a file has fewer)")
     ap.add_argument("--json", help="write the result to this JSON file")
     ap.add_argument("--decoding", action="append", default=[],
                     help="NAME=true|false: a decoding option of the --snapshot model (repeatable), e.g. massless_clusters=true")
     args = ap.parse_args(argv)
-    samples = [read_range(path, 0, args.n) for path in args.events]
+    samples = [read_range(path, 0, min(args.n, num_entries(path))) for path in args.events]
     from hepzoo.models.mlpf_common import parse_decoding
 
     decoding = parse_decoding(args.decoding)
