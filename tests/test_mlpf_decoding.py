@@ -30,16 +30,21 @@ def _pair(name: str, **options):
     return plain, other
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_measured_tracks_keep_the_track_and_only_the_track(name):
-    plain, anchored = _pair(name, measured_tracks=True)
-    x = make_mlpf_inputs(2, 128, seed=3)
+def _both(name: str, seed: int, **options):
+    """Outputs of the plain model and of the one with ``options`` on the same inputs, with the track and cluster masks."""
+    plain, other = _pair(name, **options)
+    x = make_mlpf_inputs(2, 128, seed=seed)
     with torch.no_grad():
-        c0, q0, r0 = plain(x["features"], x["mask"])
-        c1, q1, r1 = anchored(x["features"], x["mask"])
+        ref, got = plain(x["features"], x["mask"]), other(x["features"], x["mask"])
     is_track = (x["features"][..., EF.TYPE] == float(ET.TRACK)) & x["mask"]
     is_cluster = ~(x["features"][..., EF.TYPE] == float(ET.TRACK)) & x["mask"]
     assert is_track.any() and is_cluster.any()
+    return x, ref, got, is_track, is_cluster
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_measured_tracks_keep_the_track_and_only_the_track(name):
+    x, (c0, q0, r0), (c1, q1, r1), is_track, is_cluster = _both(name, 3, measured_tracks=True)
     expected = x["features"][..., TRACK_COLUMNS]
     assert len(TRACK_COLUMNS) == len(REGRESSION_FEATURES)
     torch.testing.assert_close(r1[is_track], expected[is_track], rtol=0, atol=0)
@@ -51,14 +56,7 @@ def test_measured_tracks_keep_the_track_and_only_the_track(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_massless_clusters_take_the_energy_from_pt_and_eta(name):
-    plain, massless = _pair(name, massless_clusters=True)
-    x = make_mlpf_inputs(2, 128, seed=5)
-    with torch.no_grad():
-        c0, q0, r0 = plain(x["features"], x["mask"])
-        c1, q1, r1 = massless(x["features"], x["mask"])
-    kind = x["features"][..., EF.TYPE]
-    is_cluster = ~(kind == float(ET.TRACK)) & x["mask"]
-    is_track = (kind == float(ET.TRACK)) & x["mask"]
+    _, (c0, q0, r0), (c1, q1, r1), is_track, is_cluster = _both(name, 5, massless_clusters=True)
     col = {feat: i for i, feat in enumerate(REGRESSION_FEATURES)}
     pt, eta = r0[..., col[TF.PT]][is_cluster], r0[..., col[TF.ETA]][is_cluster]
     e_plain = r0[..., col[TF.E]][is_cluster]

@@ -21,6 +21,21 @@ def _fake_run(tmp_path):
     return run, model
 
 
+def _release_args(tmp_path, monkeypatch, n_events: int):
+    """A fake MLPF run, a generated ttbar test file of ``n_events``, a recipe, the zoo in tmp_path, and the
+    ``hepzoo zoo release`` arguments for them: ``(run, test_file, args)``."""
+    from hepzoo.datasets.generate import GenerationConfig, generate
+    from hepzoo.datasets.sources import SourceSpec
+
+    run, _ = _fake_run(tmp_path)
+    test_file = tmp_path / "test.root"
+    generate(GenerationConfig(SourceSpec("ttbar"), n_events=n_events, seed=9), test_file, progress=False)
+    recipe = tmp_path / "recipe.sh"
+    recipe.write_text(f"hepzoo generate ttbar -n {n_events} --seed 9 -o test.root\n")
+    monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
+    return run, test_file, ["zoo", "release", str(run), "tiny", "1", "--recipe", str(recipe), "--test", str(test_file)]
+
+
 def test_release_round_trip_and_cli(tmp_path, monkeypatch):
     run, model = _fake_run(tmp_path)
     root = tmp_path / "zoo"
@@ -73,18 +88,8 @@ def test_committed_releases_load_and_run(release):
 
 
 def test_release_command_measures_mlpf_against_pf(tmp_path, monkeypatch):
-    from hepzoo.datasets.generate import GenerationConfig, generate
-    from hepzoo.datasets.sources import SourceSpec
-
-    run, _ = _fake_run(tmp_path)
-    test_file = tmp_path / "test.root"
-    generate(GenerationConfig(SourceSpec("ttbar"), n_events=4, seed=9), test_file, progress=False)
-    recipe = tmp_path / "recipe.sh"
-    recipe.write_text("hepzoo generate ttbar -n 4 --seed 9 -o test.root\n")
-    monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
-    result = CliRunner().invoke(
-        app, ["zoo", "release", str(run), "tiny", "1", "--recipe", str(recipe), "--test", str(test_file)]
-    )
+    _, _, args = _release_args(tmp_path, monkeypatch, 4)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     release = find_release("tiny", root=tmp_path / "zoo")
     metrics = release.metrics
@@ -99,19 +104,10 @@ def test_release_command_takes_a_working_point(tmp_path, monkeypatch):
     records the calibration sample, and the released model applies it."""
     import json
 
-    from hepzoo.datasets.generate import GenerationConfig, generate
-    from hepzoo.datasets.sources import SourceSpec
-
-    run, model = _fake_run(tmp_path)
-    test_file = tmp_path / "test.root"
-    generate(GenerationConfig(SourceSpec("ttbar"), n_events=3, seed=9), test_file, progress=False)
-    recipe = tmp_path / "recipe.sh"
-    recipe.write_text("hepzoo generate ttbar -n 3 --seed 9 -o test.root\n")
+    run, test_file, args = _release_args(tmp_path, monkeypatch, 3)
     bias = [0.0, 0.0, 0.15, 0.0, 0.0, -1.0]
     wp = tmp_path / "wp.json"
     wp.write_text(json.dumps({"class_logit_bias": bias, "events": {"file": str(test_file), "n": 3}}))
-    monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
-    args = ["zoo", "release", str(run), "tiny", "1", "--recipe", str(recipe), "--test", str(test_file)]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"class_logit_bias": bias}))
     refused = CliRunner().invoke(app, [*args, "--working-point", str(bad)])
@@ -132,16 +128,7 @@ def test_release_command_sets_decoding_options(tmp_path, monkeypatch):
     the working point was chosen with."""
     import json
 
-    from hepzoo.datasets.generate import GenerationConfig, generate
-    from hepzoo.datasets.sources import SourceSpec
-
-    run, _ = _fake_run(tmp_path)
-    test_file = tmp_path / "test.root"
-    generate(GenerationConfig(SourceSpec("ttbar"), n_events=3, seed=9), test_file, progress=False)
-    recipe = tmp_path / "recipe.sh"
-    recipe.write_text("hepzoo generate ttbar -n 3 --seed 9 -o test.root\n")
-    monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
-    args = ["zoo", "release", str(run), "tiny", "1", "--recipe", str(recipe), "--test", str(test_file)]
+    run, test_file, args = _release_args(tmp_path, monkeypatch, 3)
     wp = tmp_path / "wp.json"
     wp.write_text(json.dumps({"class_logit_bias": [0.0] * 6, "events": {"file": str(test_file), "n": 3}}))
     refused = CliRunner().invoke(app, [*args, "--decoding", "massless_clusters=true", "--working-point", str(wp)])
