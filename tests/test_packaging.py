@@ -69,7 +69,8 @@ def test_zoo_search_path_user_folders_first_then_the_packaged_zoo(tmp_path, monk
 
     assert find_release("flashsim-jet", "1").zoo == a
     assert find_release("my-jet").path == b / "my-jet" / "1"
-    assert find_release("mlpf-gnnlsh").zoo == packaged_zoo() and find_release("mlpf-gnnlsh").version == "3"
+    newest = max((r.version for r in list_releases(packaged_zoo()) if r.name == "mlpf-gnnlsh"), key=int)
+    assert find_release("mlpf-gnnlsh").zoo == packaged_zoo() and find_release("mlpf-gnnlsh").version == newest
     keys = [(r.name, r.version) for r in list_releases()]
     assert len(keys) == len(set(keys)) and ("my-jet", "1") in keys and ("my-jet", ".2.tmp") not in keys
     assert keys == sorted(keys, key=lambda k: (k[0], tuple(int(p) for p in k[1].split("."))))
@@ -159,5 +160,6 @@ def test_a_built_wheel_carries_the_zoo_and_loads_releases_outside_the_checkout(t
                           env={**env, "PYTHONPATH": str(site)})  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     folder, version, roots, torch_loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert Path(folder) == (site / "hepzoo" / "zoo" / "mlpf-gnnlsh" / "3").resolve() and version == "3"
+    newest = max((r.version for r in list_releases(packaged_zoo()) if r.name == "mlpf-gnnlsh"), key=int)
+    assert Path(folder) == (site / "hepzoo" / "zoo" / "mlpf-gnnlsh" / newest).resolve() and version == newest
     assert roots == [str(site / "hepzoo" / "zoo")] and not torch_loaded

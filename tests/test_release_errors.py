@@ -16,7 +16,8 @@ from hepzoo.cli import app  # noqa: E402
 from hepzoo.export.zoo import find_release, packaged_zoo  # noqa: E402
 from hepzoo.runtime import Session  # noqa: E402
 
-NAME, VERSION = "mlpf-gnnlsh", "3"
+NAME = "mlpf-gnnlsh"
+VERSION = find_release(NAME, root=packaged_zoo()).version  # the newest: what `hepzoo run NAME` resolves to
 
 
 def _rehash_onnx(folder):
@@ -73,7 +74,7 @@ DAMAGE = [
 
 @pytest.fixture
 def user_zoo(tmp_path, monkeypatch):
-    """A copy of the packaged mlpf-gnnlsh/3 in a user zoo that comes first on the search path."""
+    """A copy of the newest packaged mlpf-gnnlsh in a user zoo that comes first on the search path."""
     folder = tmp_path / "zoo" / NAME / VERSION
     shutil.copytree(packaged_zoo() / NAME / VERSION, folder)
     monkeypatch.setenv("HEPZOO_ZOO", str(tmp_path / "zoo"))
