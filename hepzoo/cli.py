@@ -500,7 +500,7 @@ def zoo_release(
             "chosen_by": "python -m hepzoo.validation.working_point",
         }
     release = create_release(
-        run_dir, name, version, dataset, metrics, checkpoint=checkpoint, config=config if chosen is not None or decoding else None
+        run_dir, name, version, dataset, metrics, checkpoint=checkpoint, config=config if chosen is not None or wanted else None
     )
     typer.echo(hooks.format_release(metrics))
     typer.echo(f"released {release.path}")

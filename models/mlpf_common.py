@@ -186,11 +186,12 @@ class MLPFHeads(nn.Module):
         charge_logits = self.charge(z)
         raw = self.reg(torch.cat([z, torch.softmax(cls_logits, dim=-1)], dim=-1))
         regression = decode_regression(raw, features)
-        is_track = (features[..., int(EF.TYPE)] == float(ET.TRACK)).unsqueeze(-1)
-        if self.massless_clusters:
-            regression = torch.where(is_track, regression, massless_kinematics(regression))
-        if self.measured_tracks:
-            regression = torch.where(is_track, element_kinematics(features), regression)
+        if self.massless_clusters or self.measured_tracks:
+            is_track = (features[..., int(EF.TYPE)] == float(ET.TRACK)).unsqueeze(-1)
+            if self.massless_clusters:
+                regression = torch.where(is_track, regression, massless_kinematics(regression))
+            if self.measured_tracks:
+                regression = torch.where(is_track, element_kinematics(features), regression)
         return cls_logits + self.class_logit_bias, charge_logits, regression
 
 

@@ -108,13 +108,14 @@ class _Sample:
         self.counts = counts
         self.truth = target_particles(events)
         self.pf = pf_particles(events)
+        self.at_zero = self.reco(np.zeros(self.logits.shape[1]))  # the trained decision, reported next to the chosen
 
     def reco(self, bias: np.ndarray) -> ak.Array:
         return candidates_from((self.logits + bias).argmax(-1).astype(np.int32), self.kin, self.counts)
 
     def report(self, cls: TargetClass, bias: np.ndarray, margin_sigma: float) -> dict:
         pf_eff, pf_fake, _, _ = class_rates(self.truth, self.pf, cls)
-        eff0, fake0, _, _ = class_rates(self.truth, self.reco(np.zeros_like(bias)), cls)
+        eff0, fake0, _, _ = class_rates(self.truth, self.at_zero, cls)
         eff, fake, n_t, n_r = class_rates(self.truth, self.reco(bias), cls)
         return {
             "offset": float(bias[int(cls)]), "pf_efficiency": pf_eff, "pf_fake_rate": pf_fake,
@@ -185,7 +186,7 @@ def choose_offsets_on(
     per_sample = [
         {
             "classes": {cls.name: d.report(cls, bias, margin_sigma) for cls in classes},
-            "jets_at_0": jet_and_met(d.events, d.reco(np.zeros_like(bias))),
+            "jets_at_0": jet_and_met(d.events, d.at_zero),
             "jets": jet_and_met(d.events, d.reco(bias)),
         }
         for d in data
