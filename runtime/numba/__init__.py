@@ -9,6 +9,7 @@ only the ones above it in this list:
 - :mod:`.operators`: one builder per ONNX operator (attribute checks at load, the function that runs a node);
 - :mod:`.planner`: operator checks, constant folding, fusion, slot allocation -> :class:`Plan`;
 - :mod:`.compile`: row-wise plans (the flash-sim graphs) as one generated Numba function;
+- :mod:`.heap`: the process's malloc settings that keep freed tensors in the heap (set by the backend);
 - :mod:`.backend`: :class:`NumbaBackend` (runs a plan: compiled, or step by step), :func:`profile_steps`.
 
 Kernels are serial (the framework owns threading, like ONNX Runtime with one intra-op thread) and cached on

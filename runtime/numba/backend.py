@@ -17,6 +17,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from .compile import compile_plan
+from .heap import keep_freed_memory
 from .planner import plan_graph
 
 __all__ = ["NumbaBackend", "profile_steps", "run_graph"]
@@ -41,6 +42,7 @@ class NumbaBackend(Backend):
         self.onnx_path = Path(onnx_path)
         self.intra_op_threads = int(intra_op_threads)
         self.plan = plan_graph(self.onnx_path)
+        keep_freed_memory()  # process-wide malloc settings for the interpreter's tensors (see .heap)
         p = self.plan
         self._inputs = [name for name, *_ in p.inputs]
         self._outputs = [name for name, *_ in p.outputs]

@@ -11,8 +11,8 @@ rows of preallocated ``[rows, C]`` buffers in float32 arithmetic: they are the b
 plans (:mod:`hepzoo.runtime.numba.compile`) and, through :func:`dense_rows`, of the interpreter's float32
 fused matrix products.
 
-Products and programs call each other (inlined by Numba/LLVM), so they live in this one module: Numba's disk
-cache only notices edits to the file of the function it compiled (see :mod:`hepzoo.runtime.numba.kernels`).
+Products and programs call each other (inlined), so they share this module: Numba's disk cache only notices edits
+to the file of the function it compiled (see :mod:`hepzoo.runtime.numba.kernels`).
 NumPy reference of the programs: :func:`hepzoo.runtime.numba.kernels.reference.run_program_numpy`.
 """
 
@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 __all__ = [
     "NARROW",
@@ -40,13 +41,12 @@ __all__ = [
 ]
 
 # fastmath flags that allow reordering sums (matrix products) but keep inf/NaN semantics (-inf masks);
-# error_model="numpy" everywhere: x / 0 gives inf as in NumPy and ONNX, and loops with a division vectorise.
-# (Defined in each kernel module, not imported: see the package docstring on Numba's cache.)
+# error_model="numpy" everywhere: x / 0 gives inf as in NumPy and ONNX, and loops with a division vectorise
+# (defined in each kernel module, not imported: see the package docstring on Numba's cache).
 _FM = {"reassoc", "contract", "nsz", "arcp"}
 
 
 # ---- elementwise programs ------------------------------------------------------------------------------------
-
 # op code -> (name, takes a constant operand); binary codes read consts[step, c] (``R*``: constant on the left)
 OP_CODES: dict[str, int] = {
     "ADD": 0,
@@ -173,10 +173,11 @@ def _binary_scalar(buf, c, code, n):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
-def _program_inplace(buf, codes, consts, percol):
+def _program_inplace(buf, codes, consts, percol, bits):
     """Apply the program to the 1-D ``buf`` in place, one op over the whole buffer at a time (the op switch
     is outside the inner loops, which vectorise). ``percol``: ``consts[p, j]`` for element j, else
-    ``consts[p, 0]`` for all."""
+    ``consts[p, 0]`` for all. ``bits``: int32 scratch of at least ``buf.size`` for the float32 exp
+    (:func:`exp_into32`), or empty: scalar ``math.exp`` (float64 buffers)."""
     n = buf.size
     for p in range(codes.size):
         code = codes[p]
@@ -191,8 +192,11 @@ def _program_inplace(buf, codes, consts, percol):
             for j in range(n):
                 buf[j] = -buf[j]
         elif code == 11:
-            for j in range(n):
-                buf[j] = math.exp(buf[j])
+            if bits.size >= n:
+                exp_into32(buf, n, bits)
+            else:
+                for j in range(n):
+                    buf[j] = math.exp(buf[j])
         elif code == 12:
             for j in range(n):
                 v = buf[j]
@@ -237,6 +241,17 @@ def _program_inplace(buf, codes, consts, percol):
                 buf[j] = _erf(buf[j])
 
 
+def _exp_scratch(x, n):
+    """int32 scratch for :func:`exp_into32`: ``n`` entries for a float32 ``x``, none otherwise (typed in Numba)."""
+    return np.empty(n if x.dtype == np.float32 else 0, dtype=np.int32)
+
+
+@overload(_exp_scratch, jit_options={"cache": True})
+def _exp_scratch_nb(x, n):
+    f32 = isinstance(x, types.Array) and x.dtype == types.float32
+    return (lambda x, n: np.empty(n, dtype=np.int32)) if f32 else (lambda x, n: np.empty(0, dtype=np.int32))
+
+
 _BLOCK = 1024  # elements per pass of a program over a flat tensor (stays in L1)
 
 
@@ -246,12 +261,14 @@ def apply_program(x, codes, consts):
     out = x.copy()
     flat = out.reshape(-1)
     ncol = consts.shape[1]
+    # float32: the vectorised exp needs an int32 scratch of one pass; other dtypes keep math.exp
+    bits = _exp_scratch(x, max(_BLOCK, ncol))
     if ncol == 1:
         for start in range(0, flat.size, _BLOCK):
-            _program_inplace(flat[start : start + _BLOCK], codes, consts, False)
+            _program_inplace(flat[start : start + _BLOCK], codes, consts, False, bits)
     else:
         for start in range(0, flat.size, ncol):
-            _program_inplace(flat[start : start + ncol], codes, consts, True)
+            _program_inplace(flat[start : start + ncol], codes, consts, True, bits)
     return out
 
 
@@ -270,6 +287,7 @@ def dense(x, w, bias, codes, consts):
     out = np.empty((m, n), dtype=x.dtype)
     acc = np.empty((4, n), dtype=x.dtype)
     ncol = consts.shape[1]
+    bits = _exp_scratch(x, n)  # float32 exp scratch (see apply_program)
     i = 0
     while i < m:
         rows = min(4, m - i)
@@ -296,7 +314,7 @@ def dense(x, w, bias, codes, consts):
                         acc[r, j] += a * w[k, j]
         for r in range(rows):
             if codes.size:
-                _program_inplace(acc[r], codes, consts, ncol > 1)
+                _program_inplace(acc[r], codes, consts, ncol > 1, bits)
             for j in range(n):
                 out[i + r, j] = acc[r, j]
         i += rows
@@ -395,6 +413,39 @@ def relu32(v):
     return v if v > _F0 else _F0 * v
 
 
+# Cephes' float32 expf (x = k ln2 + r, a degree-6 polynomial in r, ~1 ulp) in two branch-free loops that vectorise
+# (math.exp on float32 is a scalar libm call here, no SVML: ~7 ns per element): the polynomial and the exponent bits
+# of 2^k (int32 scratch), then the scale (a float32 view of the bits). k in [-126, 128]: 2^128 = 2^127 * 2.
+_F_LOG2E, _F_LN2_HI, _F_LN2_LO = _f32(1.44269504088896341), _f32(0.693359375), _f32(-2.12194440e-4)
+_F_EXP_LO, _F_K_LO, _F_K_HI, _F_K_MAX = _f32(-87.3), _f32(-126.0), _f32(127.0), _f32(128.0)
+_XC0, _XC1, _XC2, _XC3, _XC4, _XC5 = (_f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                                        4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+
+
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
+def exp_into32(buf, n, bits):
+    """float32 ``buf[:n] = exp(buf[:n])``; ``bits``: int32 scratch, size >= n. < -87.3: 0; > 88.72: inf; NaN: NaN."""
+    fbits = bits.view(np.float32)
+    for j in range(n):
+        v = buf[j]
+        k = np.floor(v * _F_LOG2E + _FHALF)
+        k = min(max(k, _F_K_LO), _F_K_MAX)
+        r = v - k * _F_LN2_HI
+        r = r - k * _F_LN2_LO
+        p = _XC0 * r + _XC1
+        p = p * r + _XC2
+        p = p * r + _XC3
+        p = p * r + _XC4
+        p = p * r + _XC5
+        p = p * (r * r) + r + _F1
+        kk = min(k, _F_K_HI)
+        p = p * (_F1 + (k - kk))  # the factor 2 of 2^128
+        buf[j] = p if v >= _F_EXP_LO else (v - v if v != v else _F0)  # NaN stays NaN
+        bits[j] = (np.int32(kk) + np.int32(127)) << np.int32(23)
+    for j in range(n):
+        buf[j] = buf[j] * fbits[j]
+
+
 @njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy", boundscheck=False)
 def dense_into(x, m, w, bias, out):
     """``out[:m] = x[:m] @ w + bias`` (x ``[>=m, K]``, w ``[K, N]``, out ``[>=m, N]``), no allocation.
@@ -474,8 +525,7 @@ def program_rows(x, m, codes, consts, out):
             for j in range(n):
                 buf[j] = -buf[j]
         elif code == 11:
-            for j in range(n):
-                buf[j] = math.exp(buf[j])
+            exp_into32(buf, n, np.empty(n, dtype=np.int32))
         elif code == 12:
             for j in range(n):
                 buf[j] = log32(buf[j])
