@@ -92,6 +92,39 @@ def test_jet_loss_hand_values():
     assert jet_loss_sum(*_jet_batch(1.1), scale=0.2).item() == pytest.approx(0.5 * r * r, rel=1e-5)
 
 
+def test_jet_pt_power_weights_each_jet_by_its_target_pt():
+    """Two jets of one event: jet 1 = the 60 GeV jet of _jet_batch at +10 %, jet 2 = one 120 GeV photon at -20 %."""
+    logits, reg, tcls, treg, jet, mask = _jet_batch(1.1)
+    mask[0, 3] = True
+    jet[0, 3] = 2
+    tcls[0, 3] = int(TC.PHOTON)
+    treg[0, 3] = 0.0
+    treg[0, 3, TF.PT], treg[0, 3, TF.COS_PHI] = 120.0, 1.0
+    reg[0, 3] = 0.0
+    reg[0, 3, 0], reg[0, 3, 3] = 96.0, 1.0
+    logits[0, 3] = -5.0
+    logits[0, 3, int(TC.PHOTON)] = 5.0
+    r1 = math.log((66.0 + 1e-3) / 60.0) / 0.1  # quadratic part of the Huber
+    r2 = math.log((96.0 + 1e-3) / 120.0) / 0.1  # linear part
+    h1, h2 = 0.5 * r1 * r1, abs(r2) - 0.5
+    assert jet_loss_sum(logits, reg, tcls, treg, jet, mask).item() == pytest.approx(h1 + h2, rel=1e-5)
+    w1, w2 = 60.0 / 20.0, 120.0 / 20.0
+    got = jet_loss_sum(logits, reg, tcls, treg, jet, mask, pt_power=1.0).item()
+    assert got == pytest.approx(w1 * h1 + w2 * h2, rel=1e-5)
+    assert loss_counts(tcls, mask, treg, jet, jet_pt_power=1.0)[3].item() == pytest.approx(w1 + w2, rel=1e-6)
+    assert loss_counts(tcls, mask, treg, jet, jet_pt_power=2.0)[3].item() == pytest.approx(w1**2 + w2**2, rel=1e-6)
+    # the loss is the weighted mean over jets
+    charge = torch.zeros(1, 4, 3)
+    out = mlpf_loss(logits, charge, reg, tcls, treg, mask, jet_index=jet, jet_weight=1.0, jet_pt_power=1.0)
+    assert out["jet"].item() == pytest.approx((w1 * h1 + w2 * h2) / (w1 + w2), rel=1e-5)
+    # vector mode (all slots at eta 0, phi 0: only the parallel part is off, +0.1 / 0.1 and -0.2 / 0.1)
+    assert jet_loss_sum(logits, reg, tcls, treg, jet, mask, vector=True).item() == pytest.approx(0.5 + 1.5, rel=1e-5)
+    got = jet_loss_sum(logits, reg, tcls, treg, jet, mask, vector=True, pt_power=1.0).item()
+    assert got == pytest.approx(w1 * 0.5 + w2 * 1.5, rel=1e-5)
+    with pytest.raises(ValueError, match="pt_power"):
+        jet_loss_sum(logits, reg, tcls, treg, jet, mask, pt_power=-1.0)
+
+
 def test_jet_loss_gradients_reach_regression_and_class():
     logits, reg, tcls, treg, jet, mask = _jet_batch(0.8)  # jets 20 % low
     logits[0, 2, int(TC.NONE)] = 4.9  # still decoded a neutral hadron, but barely

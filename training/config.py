@@ -123,6 +123,10 @@ class LossConfig(_Section):
     jet_class_gradient: bool = Field(
         True, description="MLPF jet term: also train the class decision (straight-through gradient of 1 - p_NONE)"
     )
+    jet_pt_power: float = Field(
+        0.0, ge=0, le=3, description="MLPF jet term: weight each jet by (target pT / 20 GeV)^p (a weighted mean over "
+        "jets); 0 = every jet counts once"
+    )
     nll_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the mean NLL over matched rows")
     eff_weight: float = Field(1.0, ge=0, description="flash-sim: weight of the efficiency BCE over all rows")
 

@@ -24,9 +24,13 @@ target sum vector in the transverse plane, ``u`` its unit vector, ``v`` the unit
 
     jet_J = Huber_1((P.u - |T|) / |T| / scale) + Huber_1(P.v / |T| / scale) + Huber_1((eta_w(P) - eta_w(T)) / scale)
 
-What it bought is in docs/mlpf-physics.md (section 2, "A jet-level loss term"): better energy around the jet axes
-and MET, but displaced anti-kt jets (matching efficiency 0.982 -> 0.962 on the calibration sample) in every mode,
-so no release uses it yet.
+``pt_power > 0`` weights each jet by ``w_J = (|T| / PT_REF)^pt_power`` (``PT_REF`` = 20 GeV, the lowest jet the
+evaluation counts): the term becomes a weighted mean over jets (:func:`count_jets` returns the sum of the weights),
+so energetic jets, a few per cent of all jets, weigh more than their number. 0 (default): every jet counts once.
+
+What it bought is in docs/mlpf-physics.md (section 2, "A jet-level loss term"): better energy around the jet axes,
+MET and the jets above 200 GeV; the jets it displaced (massive cluster candidates) are put back by the massless
+decoding that the releases from 4 on use (``models.mlpf_common.MLPFHeads``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ _PT, _ETA, _SIN, _COS = (
     REGRESSION_COLUMN[f] for f in (TargetFeature.PT, TargetFeature.ETA, TargetFeature.SIN_PHI, TargetFeature.COS_PHI)
 )
 MIN_TARGET_PT = 5.0
+PT_REF = 20.0  # GeV: jet weights (|T| / PT_REF)^pt_power
 
 
 def _jet_ids(jet_index: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -79,11 +84,23 @@ def _target_sums(
     return t, _magnitude(t) > MIN_TARGET_PT
 
 
+def _jet_weights(t_mag: torch.Tensor, pt_power: float) -> torch.Tensor:
+    """Per-jet weights ``(|T| / PT_REF)^pt_power`` of the target sums' magnitudes ``t_mag``; ones for power 0."""
+    if pt_power < 0 or not torch.isfinite(torch.tensor(pt_power)):
+        raise ValueError(f"jet term: pt_power must be a finite number >= 0, got {pt_power!r}")
+    return torch.ones_like(t_mag) if pt_power == 0 else (t_mag / PT_REF) ** pt_power
+
+
 def count_jets(
-    target_cls: torch.Tensor, target_reg: torch.Tensor, jet_index: torch.Tensor, mask: torch.Tensor
+    target_cls: torch.Tensor,
+    target_reg: torch.Tensor,
+    jet_index: torch.Tensor,
+    mask: torch.Tensor,
+    pt_power: float = 0.0,
 ) -> torch.Tensor:
-    """Number of jets that enter the loss (float32 scalar)."""
-    return _target_sums(target_cls, target_reg, *_jet_ids(jet_index, mask))[1].sum().to(torch.float32)
+    """Number of jets that enter the loss, or the sum of their weights with ``pt_power > 0`` (float32 scalar)."""
+    t, valid = _target_sums(target_cls, target_reg, *_jet_ids(jet_index, mask))
+    return _jet_weights(_magnitude(t[valid]), pt_power).sum().to(torch.float32)
 
 
 def jet_loss_sum(
@@ -96,10 +113,12 @@ def jet_loss_sum(
     scale: float = 0.1,
     class_gradient: bool = True,
     vector: bool = False,
+    pt_power: float = 0.0,
 ) -> torch.Tensor:
     """Sum over jets of ``Huber_1(log(pred/target jet pT) / scale)`` (see the module docstring).
     ``class_gradient=False``: the slots' 0/1 decision carries no gradient (the term trains the regression only).
-    ``vector=True``: the jet's axis counts as well (see the module docstring)."""
+    ``vector=True``: the jet's axis counts as well. ``pt_power``: each jet's term times ``(|T| / PT_REF)^pt_power``
+    (see the module docstring)."""
     sel, gid, n = _jet_ids(jet_index, mask)
     t, valid = _target_sums(target_cls, target_reg, sel, gid, n)
     logits = cls_logits.reshape(-1, cls_logits.shape[-1])[sel].float()
@@ -112,12 +131,13 @@ def jet_loss_sum(
     p = _sums(s * reg[:, _PT], reg[:, _ETA].detach(), reg[:, _SIN].detach(), reg[:, _COS].detach(), gid, n)[valid]
     t = t[valid]
     t_mag = _magnitude(t)
+    w = _jet_weights(t_mag, pt_power)
     if not vector:
         r = (torch.log(_magnitude(p) + 1e-3) - torch.log(t_mag)) / scale
-        return F.huber_loss(r, torch.zeros_like(r), reduction="sum", delta=1.0)
+        return (F.huber_loss(r, torch.zeros_like(r), reduction="none", delta=1.0) * w).sum()
     u = t[:, :2] / t_mag.unsqueeze(-1)  # unit vector of the target jet in the transverse plane
     r_par = ((p[:, 0] * u[:, 0] + p[:, 1] * u[:, 1]) - t_mag) / t_mag
     r_perp = (p[:, 1] * u[:, 0] - p[:, 0] * u[:, 1]) / t_mag
     r_eta = p[:, 3] / p[:, 2].clamp(min=1e-3) - t[:, 3] / t[:, 2]
     r = torch.stack([r_par, r_perp, r_eta], dim=-1) / scale
-    return F.huber_loss(r, torch.zeros_like(r), reduction="sum", delta=1.0)
+    return (F.huber_loss(r, torch.zeros_like(r), reduction="none", delta=1.0).sum(-1) * w).sum()

@@ -58,15 +58,16 @@ def loss_counts(
     mask: torch.Tensor,
     target_reg: torch.Tensor | None = None,
     jet_index: torch.Tensor | None = None,
+    jet_pt_power: float = 0.0,
 ) -> torch.Tensor:
     """float32[4]: (real elements, elements with a charged target, elements with a particle target, jets of the
-    jet term; 0 without ``jet_index``)."""
+    jet term (their summed weights with ``jet_pt_power > 0``); 0 without ``jet_index``)."""
     mask = mask.bool()
     jets = torch.zeros((), dtype=torch.float32, device=mask.device)
     if jet_index is not None:
         if target_reg is None:
             raise ValueError("loss_counts: counting jets needs target_reg")
-        jets = count_jets(target_cls, target_reg, jet_index, mask)
+        jets = count_jets(target_cls, target_reg, jet_index, mask, jet_pt_power)
     return torch.stack(
         [
             mask.sum().to(torch.float32),
@@ -111,6 +112,7 @@ def mlpf_loss(
     jet_scale: float = 0.1,
     jet_class_gradient: bool = True,
     jet_vector: bool = False,
+    jet_pt_power: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """All loss components (scalars, keys ``COMPONENTS``) for one padded batch.
 
@@ -119,13 +121,14 @@ def mlpf_loss(
     ``norm``: denominators (real, charged, particle) replacing this batch's counts (see module docstring).
     ``element_energy [B,N]``: the elements' measured energies, needed when ``energy_weight_power > 0``.
     ``jet_index [B,N]``: each slot's generator jet (1-based, 0 = none); with it the ``jet`` component is computed
-    (:mod:`hepzoo.training.jet_loss`) and enters ``total`` with ``jet_weight``; without it ``jet`` is 0.
+    (:mod:`hepzoo.training.jet_loss`, jets weighted by ``(pT / 20 GeV)^jet_pt_power``) and enters ``total`` with
+    ``jet_weight``; without it ``jet`` is 0.
     """
     mask = mask.bool()
     if jet_weight > 0 and jet_index is None:
         raise ValueError("mlpf_loss: jet_weight > 0 needs jet_index (load the batches with jets=True)")
     if norm is None:
-        norm = loss_counts(target_cls, mask, target_reg, jet_index)
+        norm = loss_counts(target_cls, mask, target_reg, jet_index, jet_pt_power)
     norm = norm.to(device=cls_logits.device, dtype=torch.float32).clamp(min=1.0)
     cw = None
     if class_weights is not None:
@@ -165,7 +168,8 @@ def mlpf_loss(
     out["jet"] = torch.zeros((), dtype=torch.float32, device=cls_logits.device)
     if jet_index is not None:
         out["jet"] = jet_loss_sum(
-            cls_logits, regression, target_cls, target_reg, jet_index, mask, jet_scale, jet_class_gradient, jet_vector
+            cls_logits, regression, target_cls, target_reg, jet_index, mask, jet_scale, jet_class_gradient, jet_vector,
+            jet_pt_power,
         ) / norm[3]
     out["total"] = weights[0] * out["cls"] + weights[1] * out["charge"] + weights[2] * reg_total
     if jet_weight > 0:

@@ -155,6 +155,7 @@ class MLPFTask(Task):
             "jet_scale": lc.jet_scale,
             "jet_class_gradient": lc.jet_class_gradient,
             "jet_vector": lc.jet_vector,
+            "jet_pt_power": lc.jet_pt_power,
         }
         self.jets = lc.jet_weight > 0
 
@@ -170,7 +171,9 @@ class MLPFTask(Task):
         return count_batches_per_epoch(loader.dataset, self.info)
 
     def counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_counts(batch["target_cls"], batch["mask"], batch["target_reg"], batch.get("jet_index"))
+        return loss_counts(
+            batch["target_cls"], batch["mask"], batch["target_reg"], batch.get("jet_index"), self.loss_kw["jet_pt_power"]
+        )
 
     def losses(self, module, batch, norm, autocast):
         with autocast():
