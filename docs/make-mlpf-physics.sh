@@ -23,7 +23,7 @@ if [ -d runs/v2/mlpf-gnnlsh ]; then
     $( [ -d runs/v2/lc-gnnlsh-2k ] && echo --run runs/v2/lc-gnnlsh-2k ) | tee "$OUT/learning_curves.md"
 fi
 # 3. the deployed artifacts (model.onnx through the runtime) with uncertainties: efficiencies, fake rates, jets, MET
-for v in 2 3 4; do
+for v in 2 3 4 5; do
   for m in mlpf-gnnlsh mlpf-transformer; do
     [ -d "zoo/$m/$v" ] || continue
     for sample in ttbar_test qcd50_test; do
@@ -116,4 +116,16 @@ if [ -d runs/v7/jet03v ]; then
     --decoding massless_clusters=true --json "$OUT/ablation_massless.json" | tee "$OUT/ablation_massless.md"
   $PY docs/jet_cone.py --events data/v2/ttbar_calib.root -n 2000 --decoding massless_clusters=true runs/v5/ew05 \
     $(for r in jet1 jet03d jet03v mlpf-transformer; do [ -d "runs/v7/$r" ] && echo "runs/v7/$r"; done) | tee "$OUT/jet_cone_massless.md"
+fi
+# 11. session 10: the wide model (zoo/mlpf-v6-recipe.sh, then configs/zoo/mlpf-gnnlsh-w192-jet.yaml), the jet term
+#    weighted by jet pT (configs/zoo/mlpf-gnnlsh-jet.yaml --set loss.jet_pt_power=1.0 --set
+#    output_dir=runs/v10/jet1d-pt1) and the transformer's candidate that became release 5 (zoo/mlpf-v8-recipe.sh),
+#    on the calibration sample with massless decoding, against release 4's runs.
+if [ -d runs/v10 ]; then
+  args=()
+  for r in v9/jet1d v10/w192-jet v10/jet1d-pt1 v7/mlpf-transformer v10/transformer-jet1pt; do
+    [ -d "runs/$r" ] && args+=(--snapshot "runs/$r/last.pt" --config "runs/$r/config.yaml")
+  done
+  $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_calib.root -n 2000 "${args[@]}" \
+    --decoding massless_clusters=true --json "$OUT/ablation_v10.json" | tee "$OUT/ablation_v10.md"
 fi

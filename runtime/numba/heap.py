@@ -5,9 +5,9 @@ The interpreter allocates each step's output with NumPy and frees it when the la
 glibc serves blocks above its mmap threshold (128 KiB at start) with ``mmap`` and returns them with ``munmap``, so
 each call maps fresh pages and faults them in again. glibc raises that threshold by itself when such a block is
 freed, but it also trims the top of the heap beyond twice the threshold, and measured on an MLPF graph it never
-reached a steady state: ``mlpf-gnnlsh/4`` at 1 024 elements, one thread, 25 calls in a fresh process, 57-61 ms
-per call as it comes against 47-48 ms with the two settings below from the start (ONNX Runtime, which keeps its
-own arena: 48-50 ms).
+reached a steady state: ``mlpf-gnnlsh/4`` at 1 024 elements, one thread, 25 calls in a fresh process (before the
+vectorised Exp), 57-61 ms per call as it comes against 47-48 ms with the two settings below from the start (ONNX
+Runtime, which keeps its own arena: 48-50 ms).
 
 :func:`keep_freed_memory` sets ``M_MMAP_THRESHOLD`` to glibc's ceiling (32 MiB: blocks up to that size come from
 the heap, larger ones are still mapped) and ``M_TRIM_THRESHOLD`` to 128 MiB (free memory at the top of the heap
