@@ -12,9 +12,10 @@ Runtime, which keeps its own arena: 48-50 ms).
 :func:`keep_freed_memory` sets ``M_MMAP_THRESHOLD`` to glibc's ceiling (32 MiB: blocks up to that size come from
 the heap, larger ones are still mapped) and ``M_TRIM_THRESHOLD`` to 128 MiB (free memory at the top of the heap
 up to that much stays mapped). These are process-wide settings: :class:`~hepzoo.runtime.numba.NumbaBackend` makes
-them once, when the first one is built; ``HEPZOO_NUMBA_MALLOPT=0`` leaves the allocator alone. Peak memory does
-not grow (the same blocks are live at the peak); the process keeps up to 128 MiB more resident between calls.
-Outside glibc (musl, macOS) nothing is done.
+them once, when the first one is built; ``HEPZOO_NUMBA_MALLOPT=0`` leaves the allocator alone. The process keeps
+up to 128 MiB more resident between calls, and the peak grows with it: ``hepzoo run mlpf-gnnlsh --backend numba``
+over 500 ttbar events (batched, 100-700 elements each), whole-process medians of 5 paired runs: wall 16.3 -> 15.7 s,
+peak RSS 837 -> 900 MiB. Outside glibc (musl, macOS) nothing is done.
 """
 
 from __future__ import annotations
