@@ -35,6 +35,8 @@ decoding that the releases from 4 on use (``models.mlpf_common.MLPFHeads``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -86,7 +88,7 @@ def _target_sums(
 
 def _jet_weights(t_mag: torch.Tensor, pt_power: float) -> torch.Tensor:
     """Per-jet weights ``(|T| / PT_REF)^pt_power`` of the target sums' magnitudes ``t_mag``; ones for power 0."""
-    if pt_power < 0 or not torch.isfinite(torch.tensor(pt_power)):
+    if not math.isfinite(pt_power) or pt_power < 0:
         raise ValueError(f"jet term: pt_power must be a finite number >= 0, got {pt_power!r}")
     return torch.ones_like(t_mag) if pt_power == 0 else (t_mag / PT_REF) ** pt_power
 
