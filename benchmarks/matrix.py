@@ -46,15 +46,32 @@ from hepzoo.benchmarks.points import (
 from hepzoo.benchmarks.results import SCHEMA, write_json_atomic
 from hepzoo.models.families import get_family
 
-__all__ = ["predict", "resolve_backends", "resolve_models", "run_benchmarks"]
+__all__ = ["parse_elements", "predict", "resolve_backends", "resolve_models", "run_benchmarks"]
 
 
-def _sizes(family: str, quick: bool) -> list[tuple[str, int, int | None]]:
-    """(kind, batch, elements) in increasing cost."""
+def _sizes(family: str, quick: bool, elements: Sequence[int] | None = None) -> list[tuple[str, int, int | None]]:
+    """(kind, batch, elements) in increasing cost; ``elements`` replaces the one-event MLPF sizes."""
     if not get_family(family).elements:
         return [("batch", b, None) for b in FLASHSIM_BATCHES]
-    elements = QUICK_MLPF_ELEMENTS if quick else MLPF_ELEMENTS
-    return [("elements", 1, n) for n in elements] + [("batched", MLPF_BATCHED[0], MLPF_BATCHED[1])]
+    if elements is None:
+        elements = QUICK_MLPF_ELEMENTS if quick else MLPF_ELEMENTS
+    return [("elements", 1, int(n)) for n in sorted(elements)] + [("batched", MLPF_BATCHED[0], MLPF_BATCHED[1])]
+
+
+def parse_elements(text: str | None) -> tuple[int, ...] | None:
+    """``"1024,4096"`` -> ``(1024, 4096)`` (None for None or an empty string); each must be an integer from 1 to
+    the largest size the reference is built for (:data:`hepzoo.benchmarks.reference.MAX_ELEMENTS`)."""
+    if text is None or not text.strip():
+        return None
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or not 1 <= int(item) <= reference.MAX_ELEMENTS:
+            raise ValueError(
+                f"--elements: {item!r} is not an element count from 1 to {reference.MAX_ELEMENTS} (comma-separated integers)"
+            )
+        out.append(int(item))
+    return tuple(sorted(set(out)))
 
 
 def predict(
@@ -153,12 +170,14 @@ def run_benchmarks(
     settings: BenchSettings | None = None,
     out: str | os.PathLike | None = None,
     sizes: Mapping[str, Sequence[tuple[str, int, int | None]]] | None = None,
+    elements: Sequence[int] | None = None,
     e2e: Callable[[BenchSettings], dict[str, Any]] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the matrix and return the results (also written to ``out`` after every point, atomically).
 
     ``sizes`` overrides the sizes per family (``{"mlpf": [("elements", 1, 256)], ...}``, mainly for tests);
+    ``elements`` replaces the one-event MLPF sizes (``hepzoo bench --elements``; the batched point stays);
     ``e2e`` (e.g. a partial of :func:`hepzoo.benchmarks.e2e.end_to_end`) is called last and its dict stored
     under ``end_to_end``.
     """
@@ -237,7 +256,7 @@ def run_benchmarks(
                         par = {"backend": b, "error": f"{type(err).__name__}: {err}", "within_tolerance": False}
                     results["parity"].append({"model": release.name, **par})
             flop_cache: dict[tuple[int, int | None], dict[str, Any]] = {}
-            point_sizes = list(sizes[family]) if sizes and family in sizes else _sizes(family, settings.quick)
+            point_sizes = list(sizes[family]) if sizes and family in sizes else _sizes(family, settings.quick, elements)
             for impl, backend in _implementations(family, names, ref_ok):
                 done: list[tuple[int, dict[str, Any]]] = []
                 broken: str | None = None

@@ -27,7 +27,7 @@ TORCH_EAGER = "torch-eager"  # the release's registry model in PyTorch eager
 PARTICLEFLOW = "particleflow"  # jpata/particleflow's MLPF (implementation name; it runs in torch-eager)
 HEPZOO = "hepzoo"
 FLASHSIM_BATCHES: tuple[int, ...] = (1, 100, 10_000)
-MLPF_ELEMENTS: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384)
+MLPF_ELEMENTS: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 MLPF_BATCHED: tuple[int, int] = (32, 512)  # (events, elements) of the batched MLPF point
 QUICK_MLPF_ELEMENTS: tuple[int, ...] = (256, 1024, 4096)
 

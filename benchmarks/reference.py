@@ -21,7 +21,7 @@ from typing import Any
 PACKAGE = "particleflow"
 PINNED_VERSION = "3.1.0"
 INSTALL_HINT = f"pip install -e '.[bench]' && pip install --no-deps {PACKAGE}=={PINNED_VERSION}"
-MAX_ELEMENTS = 16384  # largest element count benchmarked: sizes particleflow's LSH codebook (max_num_bins)
+MAX_ELEMENTS = 32768  # largest element count benchmarked: sizes particleflow's LSH codebook (max_num_bins)
 
 __all__ = ["INSTALL_HINT", "PACKAGE", "available", "build_reference", "reference_config"]
 

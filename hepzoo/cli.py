@@ -303,21 +303,23 @@ def bench(
     data: Annotated[Optional[Path], typer.Option(help="ROOT events for the end-to-end run_file vs parts comparison")] = None,
     e2e_model: Annotated[str, typer.Option(help="model of the end-to-end comparison")] = "mlpf-gnnlsh",
     tag: Annotated[Optional[str], typer.Option(help="own BENCHMARKS.md section and plot names, e.g. gpu-h100")] = None,
+    elements: Annotated[Optional[str], typer.Option(help="MLPF one-event sizes, comma-separated (default 256 ... 32768)")] = None,
 ) -> None:
     """Benchmark zoo models on every backend (and jpata/particleflow's MLPF): throughput, latency, memory, FLOPs.
 
     Example: hepzoo bench --markdown BENCHMARKS.md --data data/bench_ttbar.root   |   hepzoo bench flashsim-jet --quick
     """
     from hepzoo.benchmarks.e2e import end_to_end
-    from hepzoo.benchmarks.matrix import run_benchmarks
+    from hepzoo.benchmarks.matrix import parse_elements, run_benchmarks
     from hepzoo.benchmarks.points import BenchSettings
     from hepzoo.benchmarks.report import write_report
 
     settings = BenchSettings.create(quick=quick, threads=threads, budget_s=budget, max_call_s=max_call)
+    sizes = parse_elements(elements)
     e2e = None
     if data is not None:
         e2e = lambda s: end_to_end(data, e2e_model, threads=s.threads, repeats=1 if s.quick else 3)  # noqa: E731
-    results = run_benchmarks(models, backends, settings, out=out, e2e=e2e, log=typer.echo)
+    results = run_benchmarks(models, backends, settings, out=out, elements=sizes, e2e=e2e, log=typer.echo)
     typer.echo(f"results: {out}")
     if markdown is not None:
         plots = write_report(results, markdown, out.parent, tag=tag)

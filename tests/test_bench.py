@@ -21,7 +21,7 @@ from hepzoo.benchmarks import report as bench_report
 from hepzoo.benchmarks.e2e import end_to_end
 from hepzoo.benchmarks.flops import gemm_flops, matmul_flops, onnx_matmul_flops, torch_flops
 from hepzoo.benchmarks.machine import fp32_flops_per_cycle, library_versions, machine_info
-from hepzoo.benchmarks.matrix import _derive, predict, run_benchmarks
+from hepzoo.benchmarks.matrix import _derive, _sizes, parse_elements, predict, run_benchmarks
 from hepzoo.benchmarks.peak import measure_peaks, ort_sgemm_gflops, peak_for
 from hepzoo.benchmarks.points import BenchSettings
 from hepzoo.benchmarks.results import SCHEMA, load_results, validate_results
@@ -367,6 +367,21 @@ def test_cli_rejects_an_unknown_backend_by_name():
     result = CliRunner().invoke(app, ["bench", "flashsim-jet", "--backends", "no-such-backend", "--quick"])
     assert result.exit_code == 1
     assert "no-such-backend" in result.output and "onnxruntime-cpu" in result.output
+
+
+def test_elements_option_replaces_the_one_event_sizes_and_refuses_bad_counts():
+    assert parse_elements("32768, 1024,4096,1024") == (1024, 4096, 32768)
+    assert parse_elements(None) is None and parse_elements(" ") is None
+    sizes = _sizes("mlpf", quick=False, elements=(4096, 1024))
+    assert sizes[:2] == [("elements", 1, 1024), ("elements", 1, 4096)] and sizes[-1][0] == "batched" and len(sizes) == 3
+    default = [n for kind, _, n in _sizes("mlpf", quick=False) if kind == "elements"]
+    assert default[-1] == 32768 == bench_reference.MAX_ELEMENTS  # the reference's LSH codebook is sized for it
+    assert _sizes("flashsim", quick=False, elements=(1024,)) == _sizes("flashsim", quick=False)
+    for bad in ("0", "1024,x", "-5", str(bench_reference.MAX_ELEMENTS + 1)):
+        with pytest.raises(ValueError, match="--elements"):
+            parse_elements(bad)
+    result = CliRunner().invoke(app, ["bench", "mlpf-gnnlsh", "--elements", "1024,abc"])
+    assert result.exit_code != 0 and "'abc' is not an element count" in result.output
 
 
 def test_end_to_end_reports_when_unavailable_or_missing_input(tmp_path):
