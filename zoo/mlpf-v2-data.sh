@@ -8,6 +8,9 @@
 #   calibration: ttbar seed 206 (the decision working point of the /3 releases, hepzoo.validation.working_point),
 #                QCD pT-hat>50 seed 207 (with ttbar 206, the working point of the /4 releases)
 #   held-out test (never used in training or selection): ttbar seed 301, QCD pT-hat>50 seed 302
+#   large held-out test (session 11; sizes fixed before any model was measured on them, because the 200-1000 GeV bin
+#   of ttbar 301 holds about 210 jets and the 100-200 GeV bin of QCD 302 about 90): ttbar seed 303 (10 000 events),
+#   QCD pT-hat>50 seed 304 (5 000 events)
 # Usage: J=<worker processes> SCALE=<fraction> HEPZOO=hepzoo bash zoo/mlpf-v2-data.sh
 set -euo pipefail
 J=${J:-2}
@@ -30,3 +33,5 @@ gen ttbar_calib.root    ttbar -n 2000 --seed 206
 gen qcd50_calib.root    qcd --pthat-min 50 -n 1000 --seed 207
 gen ttbar_test.root     ttbar -n 2000 --seed 301
 gen qcd50_test.root     qcd --pthat-min 50 -n 1000 --seed 302
+gen ttbar_test_large.root  ttbar -n 10000 --seed 303
+gen qcd50_test_large.root  qcd --pthat-min 50 -n 5000 --seed 304
