@@ -19,6 +19,7 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from .atomic import remove_stale_temporaries
 from .detector import simulate_event
 from .detector_config import DEFAULT_CONFIG, DetectorConfig
 from .io import EventWriter, events_to_awkward
@@ -162,6 +163,7 @@ def generate(
     if hepmc_path is not None and not hepmc_path.is_file():
         raise FileNotFoundError(f"HepMC input {hepmc_path} does not exist")
     total = None if (hepmc_path is not None and config.n_events == 0) else config.n_events
+    remove_stale_temporaries(output.parent)  # left by killed runs (their writer process is gone)
     written = 0
     with EventWriter(output) as writer, _progress_bar(total, progress, output.name) as bar:
         buffer: list[Event] = []

@@ -9,16 +9,21 @@ benchmark times. The contract:
 * :meth:`AtomicTreeFile.abort`, an exception inside its ``with`` block, garbage collection or interpreter exit
   before ``commit`` remove the temporary and leave the target as it was;
 * the temporaries being written by this process are listed in :data:`ACTIVE_TEMPORARIES`, so a signal handler
-  (``runfile.terminate_on_signals``) can remove them before the process exits without unwinding;
+  (:func:`terminate_on_signals`, used by ``hepzoo run`` and ``hepzoo generate``) can remove them before the
+  process exits without unwinding;
 * the tree's branch types are fixed by the first :meth:`extend` (numpy arrays: flat branches; awkward records:
   jagged collections with a counter branch, uproot's ``mktree`` convention).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,7 @@ import uproot
 
 from hepzoo.datasets.atomic import publish, temporary_path
 
-__all__ = ["ACTIVE_TEMPORARIES", "AtomicTreeFile", "branch_types"]
+__all__ = ["ACTIVE_TEMPORARIES", "AtomicTreeFile", "branch_types", "terminate_on_signals"]
 
 ACTIVE_TEMPORARIES: set[Path] = set()  # temporary outputs being written by this process
 
@@ -114,3 +119,26 @@ class AtomicTreeFile:
         if exc_type is not None or not self.closed:
             # an exception, or a block left without commit: nothing is published
             self.abort()
+
+
+@contextlib.contextmanager
+def terminate_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)):
+    """Within the block, SIGTERM and SIGHUP (what batch systems send) remove the temporary outputs being
+    written, print one line and exit with 128 + the signal number (no unwinding that a finalizer could swallow)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for tmp in list(ACTIVE_TEMPORARIES):
+            tmp.unlink(missing_ok=True)
+        message = f"error: terminated by {signal.Signals(signum).name}: stopped, no partial output left\n"
+        os.write(2, message.encode())  # unbuffered: the interrupted code may be inside a buffered write
+        os._exit(128 + signum)
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

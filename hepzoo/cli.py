@@ -75,6 +75,7 @@ def generate(
     Example: hepzoo generate ttbar -n 1000 --pileup 20 -j 2 -o data/ttbar_pu20.root
     """
     from hepzoo.datasets.generate import GenerationConfig, generate as run_generation
+    from hepzoo.datasets.root_writer import terminate_on_signals
     from hepzoo.datasets.sources import SourceSpec
 
     if process == "hepmc" and hepmc is None:
@@ -83,7 +84,8 @@ def generate(
         raise ValueError(f"--hepmc is only used with process 'hepmc', not {process!r}")
     spec = SourceSpec(process, pthat_min=pthat_min, gun_pid=gun_pid, gun_pt=gun_pt, gun_eta=gun_eta)
     config = GenerationConfig(spec, n_events=events, seed=seed, pileup_mu=pileup, chunk_size=chunk_size)
-    written = run_generation(config, output, workers=workers, hepmc=hepmc, progress=progress)
+    with terminate_on_signals():  # SIGTERM/SIGHUP: the temporary output is removed, one line, exit 128 + signal
+        written = run_generation(config, output, workers=workers, hepmc=hepmc, progress=progress)
     typer.echo(f"wrote {written} events to {output}")
 
 
@@ -237,7 +239,8 @@ def run_model(
     """
     import time
 
-    from hepzoo.runtime.runfile import check_on_bad_event, check_run_options, terminate_on_signals
+    from hepzoo.datasets.root_writer import terminate_on_signals
+    from hepzoo.runtime.runfile import check_on_bad_event, check_run_options
 
     check_run_options(seed, step_size, names=("--seed", "--step-size"))  # as arguments: before anything is read
     check_on_bad_event(on_bad_event, "--on-bad-event")

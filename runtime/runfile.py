@@ -29,11 +29,8 @@ event, in order) and listed in the record under ``skipped_events`` (``entry`` an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +42,7 @@ import numpy as np
 import uproot
 
 from hepzoo.datasets.atomic import remove_stale_temporaries
-from hepzoo.datasets.root_writer import ACTIVE_TEMPORARIES, AtomicTreeFile
+from hepzoo.datasets.root_writer import AtomicTreeFile
 from hepzoo.datasets import io, schema
 from hepzoo.datasets.mapping import BranchMapping
 from hepzoo.export.card import ModelCard
@@ -149,29 +146,6 @@ def check_run_options(seed: Any, step_size: Any, names: tuple[str, str] = ("seed
         isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1
     ):
         raise ValueError(f"{step_name} {step_size}: must be a positive number of events per chunk")
-
-
-@contextlib.contextmanager
-def terminate_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)):
-    """Within the block, SIGTERM and SIGHUP (what batch systems send) remove the temporary outputs being
-    written, print one line and exit with 128 + the signal number (no unwinding that a finalizer could swallow)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        for tmp in list(ACTIVE_TEMPORARIES):
-            tmp.unlink(missing_ok=True)
-        message = f"error: terminated by {signal.Signals(signum).name}: stopped, no partial output left\n"
-        os.write(2, message.encode())  # unbuffered: the interrupted code may be inside a buffered write
-        os._exit(128 + signum)
-
-    previous = {s: signal.signal(s, handler) for s in signums}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _same_file(a: Path, b: Path) -> bool:
