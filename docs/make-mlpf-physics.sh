@@ -129,3 +129,23 @@ if [ -d runs/v10 ]; then
   $PY -m hepzoo.validation.diagnosis --events data/v2/ttbar_calib.root -n 2000 "${args[@]}" \
     --decoding massless_clusters=true --json "$OUT/ablation_v10.json" | tee "$OUT/ablation_v10.md"
 fi
+# 12. session 11: (a) the newest releases on the large held-out samples (ttbar seed 303, 10 000 events; QCD pT-hat > 50
+#    GeV seed 304, 5 000 events; sizes fixed in zoo/mlpf-v2-data.sh before any model was measured on them);
+#    (b) release 5's transformer fine-tune continued 1500 steps (configs/zoo/mlpf-transformer-jet3.yaml) and the
+#    same with jet_pt_power 2 (configs/zoo/mlpf-transformer-jet3-pt2.yaml), on both calibration samples.
+for m in mlpf-gnnlsh/4 mlpf-transformer/5; do
+  for sample in ttbar_test_large qcd50_test_large; do
+    [ -f "data/v2/$sample.root" ] && $HEPZOO validate "zoo/$m" --data "data/v2/$sample.root" --no-gate \
+      --out "$OUT/${m/\//-}-$sample" >/dev/null
+  done
+done
+if [ -d runs/v11 ]; then
+  for sample in ttbar_calib:2000 qcd50_calib:1000; do
+    args=(--snapshot zoo/mlpf-transformer/5/weights.pt --config configs/zoo/mlpf-transformer-jet2.yaml)
+    for r in transformer-jet1pt-cont transformer-jet1pt2-cont; do
+      [ -d "runs/v11/$r" ] && args+=(--snapshot "runs/v11/$r/last.pt" --config "runs/v11/$r/config.yaml")
+    done
+    $PY -m hepzoo.validation.diagnosis --events "data/v2/${sample%%:*}.root" -n "${sample##*:}" "${args[@]}" \
+      --decoding massless_clusters=true --json "$OUT/ablation_v11_${sample%%:*}.json" | tee "$OUT/ablation_v11_${sample%%:*}.md"
+  done
+fi

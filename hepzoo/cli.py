@@ -33,6 +33,8 @@ def _clear_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except typer.Exit:  # a command's own exit code (click's Exit is a RuntimeError): not an error to reword
+            raise
         except ModuleNotFoundError as error:
             module = (error.name or "").split(".")[0]
             if module not in EXTRA_OF_MODULE:
@@ -354,7 +356,7 @@ def validate(
 
     out = out if out is not None else Path("validate_out") / Path(name).name
     result = run_validation(name, data, out, max_events=max_events, seed=seed, backend=backend, threads=threads,
-                            require_thresholds=gate)  # fmt: skip
+                            require_thresholds=gate, gate=gate)  # fmt: skip
     typer.echo(format_checks(result.checks) if result.checks else "no gate: metrics measured and reported only")
     typer.echo(f"report: {out / 'report.html'}  ({out / 'report.md'}, {out / 'metrics.json'})")
     if not result.passed:

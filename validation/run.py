@@ -119,15 +119,18 @@ def validate(
     backend: str = "auto",
     threads: int = 1,
     require_thresholds: bool = True,
+    gate: bool = True,
 ) -> ValidationResult:
     """Validate a released model (zoo name, release folder or card) on ROOT files; see the module docstring.
 
     Raises ``ValueError`` when the card has no thresholds, unless ``require_thresholds`` is False (then the
-    metrics are measured and reported without a gate). ``out``: folder for metrics.json, plots and reports
-    (nothing written when None).
+    metrics are measured and reported without a gate). ``gate=False`` (``hepzoo validate --no-gate``) measures and
+    reports only, even where the card has thresholds (e.g. a sample unlike the one they were measured on).
+    ``out``: folder for metrics.json, plots and reports (nothing written when None).
     """
     session = _load_session(model, backend, threads)
-    thresholds = Thresholds.from_card(session.card) if (require_thresholds or session.card.thresholds) else None
+    with_thresholds = gate and (require_thresholds or bool(session.card.thresholds))
+    thresholds = Thresholds.from_card(session.card) if with_thresholds else None
     events, files = load_data(data, max_events)
     metrics, arrays = measure(session, events, seed=seed)
     metrics["data"] = {"files": files, "n_events": len(events)}
@@ -142,6 +145,8 @@ def validate(
             "thresholds_measured_on": thresholds.measured_on,
             "checks": [c.as_dict() for c in checks],
         }
+    elif not gate:
+        metrics["gate"] = {"message": f"{session.card.name} {session.card.version}: not gated (asked for measurements only)."}
     else:
         metrics["gate"] = {"message": f"{session.card.name} {session.card.version} has no thresholds: not gated."}
     from .fidelity import plain_json
