@@ -205,10 +205,11 @@ LOADED_FILES: dict[str, tuple[str, ...]] = {"config.yaml": ("torch-cuda",), "wei
 
 # most elements per event by registered model, chosen from memory: mlpf-transformer materialises N x N attention
 # scores per head (about 18 GB at 16 000 elements on ONNX Runtime CPU: 16384 is the most a 24 GB machine runs)
-# in exports before issue 20; exported with ORT's contrib attention its memory is linear (about 0.8 GB at 16384)
-# and the limit only bounds the quadratic time;
+# in exports before issue 20; exported with ORT's contrib attention its memory is linear (measured by hepzoo bench,
+# session 11: 1.2 GB at 16384 and 2.3 GB at 32768 on ONNX Runtime CPU, 1.0 GB at 32768 on numba) and the limit only
+# bounds the quadratic time (about 66 s per 32768-element event on one core);
 # mlpf-gnnlsh attends within LSH bins and grows linearly (limit 131072). Cards without ``max_elements`` use this.
-MAX_ELEMENTS: dict[str, int] = {"mlpf-transformer": 16384, "mlpf-gnnlsh": 131072}
+MAX_ELEMENTS: dict[str, int] = {"mlpf-transformer": 32768, "mlpf-gnnlsh": 131072}
 
 
 def default_max_elements(model: str) -> int | None:

@@ -132,6 +132,30 @@ def test_rebucket_a_copy_of_a_release(tmp_path, capsys):
     assert rebucket(flash, write=True) == ([], [])
 
 
+def test_rebucket_sets_a_new_element_limit(tmp_path, capsys):
+    folder = tmp_path / "mlpf-transformer"
+    shutil.copytree(find_release("mlpf-transformer", "4").path, folder)
+    before = json.loads((folder / "card.json").read_text())
+    assert before["max_elements"] == 16384 and before["size_buckets"][-1] == 16384
+    assert rebucket_main(["--write", "--max-elements", "32768", str(folder)]) == 0
+    assert "rewritten" in capsys.readouterr().out
+    after = json.loads((folder / "card.json").read_text())
+    buckets = after.pop("size_buckets")
+    assert after.pop("max_elements") == 32768 and buckets == export_buckets(1, 32768) and buckets[-1] == 32768
+    old = before["size_buckets"]
+    assert buckets[: len(old) - 1] == old[:-1] and old[-2] < 16384 < buckets[len(old) - 1]  # same policy, further up
+    before.pop("max_elements"), before.pop("size_buckets")
+    assert after == before  # nothing else changed
+    assert load_card(folder).max_elements == 32768  # still valid, files still verified
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="max_elements"):
+            rebucket(folder, write=True, max_elements=bad)
+    flash = tmp_path / "flashsim-jet"
+    shutil.copytree(find_release("flashsim-jet").path, flash)
+    with pytest.raises(ValueError, match="no element axis"):
+        rebucket(flash, write=True, max_elements=100)
+
+
 def test_tensorrt_profiles_follow_the_policy_list():
     card = load_card(find_release("mlpf-gnnlsh").path)
     card = card.model_copy(update={"size_buckets": export_buckets(64, card.max_elements)})
